@@ -1,0 +1,28 @@
+"""Loads the C++ extension dprl._C, or reports once that the pure-Python paths are in use."""
+from __future__ import annotations
+
+import warnings
+from types import ModuleType
+
+_loaded: ModuleType | None = None
+_tried = False
+
+
+def native() -> ModuleType | None:
+    """The dprl._C module, or None (with one warning per process) if it was not built."""
+    global _loaded, _tried
+    if not _tried:
+        _tried = True
+        try:
+            from dprl import _C  # type: ignore[attr-defined]
+
+            _loaded = _C
+        except ImportError as err:
+            warnings.warn(
+                f"dprl._C (the C++ extension) is not available ({err}); using the pure-Python "
+                "reference implementations, which are correct but slower. Build it with "
+                "scripts/setup.sh or `pip install --no-build-isolation -e .`.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    return _loaded

@@ -1,0 +1,294 @@
+"""Configuration: dataclasses are the single source of truth, YAML and `key=value` fill them.
+
+Loading is strict so that a bad config fails before any work starts: an unknown key, a value of
+the wrong type or an impossible value raises `ConfigError` naming the dotted key and what was
+expected. Each section validates its own values in `check()`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value is unknown, of the wrong type or impossible; the message names the key."""
+
+
+def _require(ok: bool, key: str, expected: str, got: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: expected {expected}, got {got!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class TinyModelConfig:
+    """Size knobs of the randomly initialised offline model (`dprl make-tiny-model`)."""
+
+    arch: Literal["qwen2_vl", "qwen2_5_vl"] = "qwen2_vl"
+    seed: int = 0
+    vocab_size: int = 1024  # BPE merges stop here; the special tokens come on top
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4  # head_dim = hidden_size / num_heads must be one vLLM's CPU attention has
+    num_kv_heads: int = 2
+    intermediate_size: int = 384
+    vision_depth: int = 2
+    vision_embed_dim: int = 64
+    vision_num_heads: int = 4
+    max_position_embeddings: int = 4096
+    # Images are resized to at most this many pixels, so a picture costs a handful of tokens
+    # (one merged 28x28 patch each) instead of hundreds.
+    max_pixels: int = 112 * 112
+    min_pixels: int = 56 * 56
+
+    def check(self, key: str) -> None:
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads",
+                     "intermediate_size", "vision_depth", "vision_embed_dim", "vision_num_heads",
+                     "max_position_embeddings", "max_pixels", "min_pixels"):
+            v = getattr(self, name)
+            _require(v > 0, f"{key}{name}", "a positive integer", v)
+        _require(self.vocab_size >= 300, f"{key}vocab_size",
+                 "at least 300 (256 byte tokens plus room for merges)", self.vocab_size)
+        _require(self.hidden_size % self.num_heads == 0, f"{key}hidden_size",
+                 f"a multiple of num_heads={self.num_heads}", self.hidden_size)
+        head_dim = self.hidden_size // self.num_heads
+        _require(head_dim % 8 == 0, f"{key}hidden_size",
+                 "hidden_size / num_heads to be a multiple of 8 (the mRoPE sections split it)",
+                 self.hidden_size)
+        _require(self.num_heads % self.num_kv_heads == 0, f"{key}num_kv_heads",
+                 f"a divisor of num_heads={self.num_heads}", self.num_kv_heads)
+        _require(self.vision_embed_dim % self.vision_num_heads == 0, f"{key}vision_embed_dim",
+                 f"a multiple of vision_num_heads={self.vision_num_heads}", self.vision_embed_dim)
+        _require(self.min_pixels <= self.max_pixels, f"{key}min_pixels",
+                 f"at most max_pixels={self.max_pixels}", self.min_pixels)
+        _require(self.min_pixels >= 28 * 28, f"{key}min_pixels",
+                 "at least 784 (one 28x28 merged patch)", self.min_pixels)
+
+
+@dataclass
+class ModelConfig:
+    """Which checkpoint to run. `path` is a local HF checkpoint directory (Qwen2-VL or
+    Qwen2.5-VL); when it is empty, the tiny offline model described by `tiny` is built into the
+    run directory, so a fresh machine needs no download."""
+
+    path: str = ""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+
+    def check(self, key: str) -> None:
+        if self.path:
+            _require(os.path.isdir(os.path.expanduser(self.path)), f"{key}path",
+                     "an existing local checkpoint directory (nothing is downloaded)", self.path)
+
+
+@dataclass
+class RolloutConfig:
+    """How completions are sampled (vLLM in-process)."""
+
+    n: int = 4  # completions per prompt (the GRPO group size)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1  # -1: no top-k cut
+    max_tokens: int = 32
+    seed: int = 0
+    kv_cache_gib: int = 1  # vLLM's CPU KV-cache size in whole GiB (VLLM_CPU_KVCACHE_SPACE)
+    max_model_len: int = 2048
+
+    def check(self, key: str) -> None:
+        _require(self.n >= 1, f"{key}n", "at least 1", self.n)
+        _require(self.temperature > 0, f"{key}temperature",
+                 "a positive number (greedy decoding has no log-probs to compare)", self.temperature)
+        _require(0 < self.top_p <= 1, f"{key}top_p", "a number in (0, 1]", self.top_p)
+        _require(self.top_k == -1 or self.top_k >= 1, f"{key}top_k", "-1 or a positive integer",
+                 self.top_k)
+        _require(self.max_tokens >= 1, f"{key}max_tokens", "at least 1", self.max_tokens)
+        _require(self.kv_cache_gib > 0, f"{key}kv_cache_gib", "a positive whole number of GiB",
+                 self.kv_cache_gib)
+        _require(self.max_model_len > self.max_tokens, f"{key}max_model_len",
+                 f"more than max_tokens={self.max_tokens}", self.max_model_len)
+
+
+@dataclass
+class SmokeConfig:
+    """`dprl smoke`: the whole stack end to end. Build (or load) the model, sample completions
+    for image+text prompts with vLLM, score the same tokens with transformers, and check that the
+    two sets of log-probs agree."""
+
+    output_dir: str = "runs/smoke"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    num_prompts: int = 2
+    # Largest |logp_vllm - logp_hf| allowed per token. fp32 agrees to ~5e-6 on CPU; bf16 to ~3e-3.
+    atol: float = 1e-4
+
+    def check(self, key: str) -> None:
+        _require(bool(self.output_dir), f"{key}output_dir", "a directory path", self.output_dir)
+        _require(self.num_prompts >= 1, f"{key}num_prompts", "at least 1", self.num_prompts)
+        _require(self.atol > 0, f"{key}atol", "a positive tolerance", self.atol)
+        if self.model.dtype != "float32":
+            _require(self.atol >= 1e-3, f"{key}atol",
+                     f"at least 1e-3 with model.dtype={self.model.dtype} (half-precision log-probs "
+                     "differ by ~3e-3 between engines)", self.atol)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading: YAML + dotted overrides -> validated dataclass
+# ---------------------------------------------------------------------------------------------
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        return f"a list of {_type_name(args[0])}" if args else "a list"
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping (section {tp.__name__})"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Checks `value` against the annotation `tp` and returns it in that type."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        return _build(tp, value, key + ".")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _convert(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        (item_tp, *_) = typing.get_args(tp) or (Any,)
+        items = [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{key}: expected null, got {value!r}")
+        return None
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if tp is Any:
+        return value
+    raise TypeError(f"config field {key} has an unsupported annotation {tp!r}")
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise ConfigError(
+            f"{prefix}{unknown[0]}: unknown key in section {cls.__name__}; "
+            f"valid keys are: {', '.join(sorted(fields))}"
+        )
+    kwargs = {name: _convert(value, hints[name], prefix + name) for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def _check_all(obj: Any, key: str = "") -> None:
+    """Runs every section's `check(prefix)`, children first; prefix is its dotted key plus "."."""
+    for f in dataclasses.fields(obj):
+        child = getattr(obj, f.name)
+        if dataclasses.is_dataclass(child):
+            _check_all(child, f"{key}{f.name}.")
+    if hasattr(obj, "check"):
+        obj.check(key)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.c=VALUE` -> (["a", "b", "c"], VALUE parsed as YAML, so 1e-6, true, [1, 2] work)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. rollout.temperature=0.7")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r}: the key must be dotted names, e.g. rollout.n=8")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({err})") from None
+    # YAML reads 1e-6 as a string (it wants 1.0e-6); take it as the number the user meant.
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value.lower() for c in ".e") else int(value)
+        except ValueError:
+            pass
+    return key.split("."), value
+
+
+def load_config(cls: type, path: str | None = None, overrides: list[str] = ()) -> Any:
+    """Builds a validated `cls` from an optional YAML file and dotted `key=value` overrides."""
+    data: dict = {}
+    if path:
+        if not os.path.isfile(path):
+            raise ConfigError(f"config file {path!r} does not exist")
+        with open(path) as fh:
+            try:
+                loaded = yaml.safe_load(fh)
+            except yaml.YAMLError as err:
+                raise ConfigError(f"config file {path!r} is not valid YAML: {err}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path!r}: expected a mapping at the top level")
+        data = loaded
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for i, k in enumerate(keys[:-1]):
+            nxt = node.setdefault(k, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {text!r}: {'.'.join(keys[: i + 1])} is not a section")
+            node = nxt
+        node[keys[-1]] = value
+    cfg = _build(cls, data)
+    _check_all(cfg)
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Any, directory: str, name: str = "config.yaml") -> str:
+    """Writes the resolved config (every field, defaults included) next to a run's results."""
+    os.makedirs(directory, exist_ok=True)
+    out = os.path.join(directory, name)
+    with open(out, "w") as fh:
+        yaml.safe_dump(to_dict(cfg), fh, sort_keys=False)
+    return out
