@@ -78,7 +78,8 @@ def run_smoke(cfg: SmokeConfig) -> dict:
     max_err, n_tokens, rows = 0.0, 0, []
     for c in completions:
         hf = completion_logprobs(model, processor, prompts[c.prompt_index]["prompt"],
-                                 [images[c.prompt_index]], c.token_ids, cfg.rollout.temperature, banned)
+                                 [images[c.prompt_index]], c.token_ids, cfg.rollout.temperature, banned,
+                                 cfg.rollout.top_k, cfg.rollout.top_p)
         err = max((abs(a - b) for a, b in zip(c.logprobs, hf.tolist())), default=0.0)
         if not math.isfinite(err):
             err = float("inf")
