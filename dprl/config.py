@@ -25,6 +25,10 @@ def _require(ok: bool, key: str, expected: str, got: Any) -> None:
         raise ConfigError(f"{key}: expected {expected}, got {got!r}")
 
 
+# vLLM's CPU attention kernel only has these head sizes (vllm/v1/attention/backends/cpu_attn.py).
+VLLM_CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+
+
 # ---------------------------------------------------------------------------------------------
 # Sections
 # ---------------------------------------------------------------------------------------------
@@ -60,9 +64,9 @@ class TinyModelConfig:
         _require(self.hidden_size % self.num_heads == 0, f"{key}hidden_size",
                  f"a multiple of num_heads={self.num_heads}", self.hidden_size)
         head_dim = self.hidden_size // self.num_heads
-        _require(head_dim % 8 == 0, f"{key}hidden_size",
-                 "hidden_size / num_heads to be a multiple of 8 (the mRoPE sections split it)",
-                 self.hidden_size)
+        _require(head_dim in VLLM_CPU_HEAD_SIZES, f"{key}hidden_size",
+                 f"hidden_size / num_heads in {VLLM_CPU_HEAD_SIZES} (the head sizes vLLM's CPU "
+                 f"attention has); with num_heads={self.num_heads} that is {head_dim}", self.hidden_size)
         _require(self.num_heads % self.num_kv_heads == 0, f"{key}num_kv_heads",
                  f"a divisor of num_heads={self.num_heads}", self.num_kv_heads)
         _require(self.vision_embed_dim % self.vision_num_heads == 0, f"{key}vision_embed_dim",

@@ -12,9 +12,6 @@ import os
 from dprl.config import TinyModelConfig
 from dprl.models.tokenizer import build_tokenizer
 
-# vLLM's CPU attention kernel only has these head sizes (vllm/v1/attention/backends/cpu_attn.py).
-VLLM_CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
-
 
 def mrope_section(head_dim: int) -> list[int]:
     """Split of the rotary half-dimension into (temporal, height, width) sections.
@@ -104,13 +101,7 @@ def make_tiny_model(out_dir: str, cfg: TinyModelConfig | None = None) -> str:
     from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
 
     cfg = cfg or TinyModelConfig()
-    cfg.check("tiny.")
-    head_dim = cfg.hidden_size // cfg.num_heads
-    if head_dim not in VLLM_CPU_HEAD_SIZES:
-        raise ValueError(
-            f"tiny model head_dim = hidden_size / num_heads = {head_dim}, but vLLM's CPU attention "
-            f"supports only {VLLM_CPU_HEAD_SIZES}; change hidden_size or num_heads"
-        )
+    cfg.check("tiny.")  # raises ConfigError before anything is written
     tokenizer = build_tokenizer(cfg.vocab_size)
     config = _model_config(cfg, tokenizer)
     model_cls = Qwen2VLForConditionalGeneration if cfg.arch == "qwen2_vl" else Qwen2_5_VLForConditionalGeneration

@@ -1,0 +1,49 @@
+"""The command line: only working commands are listed, and bad configs fail before any work."""
+import os
+
+import pytest
+
+from conftest import run_cli
+from dprl.cli import build_parser, main
+
+
+def test_help_lists_exactly_the_working_commands():
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert sorted(sub.choices) == ["make-tiny-model", "smoke"]
+    out = run_cli("--help")
+    assert out.returncode == 0 and "smoke" in out.stdout and "make-tiny-model" in out.stdout
+
+
+def test_no_command_prints_help_and_fails(capsys):
+    assert main([]) == 2
+    assert "usage: dprl" in capsys.readouterr().out
+
+
+def test_bad_config_fails_before_any_work(tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    code = main(["smoke", "--config", "configs/smoke_tiny.yaml", f"output_dir={out_dir}", "rollout.tempreature=1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "rollout.tempreature: unknown key" in err and "temperature" in err
+    assert not out_dir.exists()  # nothing was started
+
+
+def test_shipped_configs_are_valid():
+    from dprl.config import SmokeConfig, load_config
+
+    root = os.path.join(os.path.dirname(__file__), "..", "configs")
+    assert load_config(SmokeConfig, os.path.join(root, "smoke_tiny.yaml")).rollout.n >= 2
+
+
+def test_make_tiny_model_command(tmp_path):
+    out = run_cli("make-tiny-model", str(tmp_path / "m"), "--arch", "qwen2_5_vl", "--seed", "3", "num_layers=1")
+    assert out.returncode == 0, out.stderr
+    import json
+
+    cfg = json.load(open(tmp_path / "m" / "config.json"))
+    assert cfg["model_type"] == "qwen2_5_vl" and cfg["text_config"]["num_hidden_layers"] == 1
+
+
+def test_make_tiny_model_rejects_bad_knobs(tmp_path, capsys):
+    assert main(["make-tiny-model", str(tmp_path / "m"), "hidden_sise=64"]) == 2
+    assert "hidden_sise: unknown key" in capsys.readouterr().err
