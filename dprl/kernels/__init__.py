@@ -1,4 +1,7 @@
-"""Token log-prob kernels. On CPU these are chunked torch; the Triton kernels join them here."""
-from dprl.kernels.logprob import selective_logprob, selective_logprob_reference
+"""Token log-prob and GRPO-loss ops: Triton on CUDA, memory-bounded chunked torch on CPU.
+
+Each op has a float64 torch reference with the same signature beside it.
+"""
+from dprl.kernels.selective_logprob import selective_logprob, selective_logprob_reference
 
 __all__ = ["selective_logprob", "selective_logprob_reference"]
