@@ -2,6 +2,7 @@
 
 Each op has a float64 torch reference with the same signature beside it.
 """
+from dprl.kernels.linear_logprob import linear_logprob, linear_logprob_reference
 from dprl.kernels.selective_logprob import selective_logprob, selective_logprob_reference
 
-__all__ = ["selective_logprob", "selective_logprob_reference"]
+__all__ = ["linear_logprob", "linear_logprob_reference", "selective_logprob", "selective_logprob_reference"]
