@@ -7,4 +7,9 @@ from dprl.kernels.linear_grpo_loss import linear_grpo_loss, linear_grpo_loss_ref
 from dprl.kernels.linear_logprob import linear_logprob, linear_logprob_reference
 from dprl.kernels.selective_logprob import selective_logprob, selective_logprob_reference
 
-__all__ = ["GRPOLossParams", "grpo_loss", "grpo_loss_reference", "linear_grpo_loss", "linear_grpo_loss_reference", "linear_logprob", "linear_logprob_reference", "selective_logprob", "selective_logprob_reference"]
+__all__ = [
+    "GRPOLossParams", "grpo_loss", "grpo_loss_reference",
+    "linear_grpo_loss", "linear_grpo_loss_reference",
+    "linear_logprob", "linear_logprob_reference",
+    "selective_logprob", "selective_logprob_reference",
+]

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from dprl.kernels._common import (CPU_CHUNK_ELEMS, GPU_CHUNK_BYTES, check_float, check_targets,
+from dprl.kernels import _common
+from dprl.kernels._common import (check_float, check_targets,
                                   check_temperature, resolve_backend, rows_per_chunk)
 from dprl.kernels.selective_logprob import rows_ops
 
@@ -29,9 +30,9 @@ def _chunk_rows(n: int, v: int, weight: torch.Tensor, backend: str, chunk_rows: 
     if chunk_rows is not None:
         return max(1, min(n, chunk_rows))
     if backend == "triton":
-        return rows_per_chunk(n, v, GPU_CHUNK_BYTES // weight.element_size())
+        return rows_per_chunk(n, v, _common.GPU_CHUNK_BYTES // weight.element_size())
     # torch: the chunk's logits plus one fp32 temporary of the same size (see _torch_rows).
-    return rows_per_chunk(n, v, CPU_CHUNK_ELEMS)
+    return rows_per_chunk(n, v, _common.CPU_CHUNK_ELEMS)
 
 
 class LinearLogprob(torch.autograd.Function):

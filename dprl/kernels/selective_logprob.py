@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from dprl.kernels import _torch_rows
-from dprl.kernels._common import (CPU_CHUNK_ELEMS, check_float, check_targets, check_temperature,
+from dprl.kernels import _common, _torch_rows
+from dprl.kernels._common import (check_float, check_targets, check_temperature,
                                   resolve_backend, rows_per_chunk)
 
 
@@ -24,7 +24,7 @@ class LogprobParams:
     with_entropy: bool = False
     inplace_backward: bool = False  # write d logits into the logits buffer (it is consumed)
     backend: str = "torch"  # resolved: 'triton' or 'torch'
-    chunk_elems: int = CPU_CHUNK_ELEMS  # torch path: fp32 elements per row block
+    chunk_elems: int = _common.CPU_CHUNK_ELEMS  # torch path: fp32 elements per row block
 
 
 def rows_ops(backend: str):
@@ -97,7 +97,8 @@ def selective_logprob(logits: torch.Tensor, targets: torch.Tensor, temperature: 
         logits = logits.contiguous()
     params = LogprobParams(temperature=float(temperature), with_entropy=return_entropy,
                            inplace_backward=inplace_backward,
-                           backend=resolve_backend(backend, logits))
+                           backend=resolve_backend(backend, logits),
+                           chunk_elems=_common.CPU_CHUNK_ELEMS)
     return SelectiveLogprob.apply(logits, targets, params)
 
 
