@@ -1,4 +1,4 @@
-"""Shared benchmark plumbing: timing with medians, environment rows, JSONL results."""
+"""Shared benchmark plumbing: medians, environment facts, peak-RSS probes, JSONL result rows."""
 from __future__ import annotations
 
 import datetime
@@ -24,30 +24,40 @@ def median_time(fn, repeats: int = 7, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=os.path.dirname(RESULTS_DIR), check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
 def environment() -> dict:
     """Device, versions and commit: what a result row needs to be comparable later."""
     import numpy
     import torch
 
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=os.path.dirname(RESULTS_DIR), timeout=10).stdout.strip() or None
-    except (OSError, subprocess.TimeoutExpired):
-        commit = None
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu:{platform.processor() or platform.machine()}"
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else \
+        f"cpu {platform.processor() or platform.machine()} x{os.cpu_count()}"
     return {
         "device": device,
-        "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "triton": triton_version,
         "numpy": numpy.__version__,
-        "commit": commit,
+        "commit": git_commit(),
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
 def append_rows(name: str, rows: list[dict]) -> str:
-    """Appends rows (each merged with `environment()`) to benchmarks/results/<name>.jsonl."""
+    """Appends rows (each merged over `environment()`) to benchmarks/results/<name>.jsonl."""
     os.makedirs(RESULTS_DIR, exist_ok=True)
     path = os.path.join(RESULTS_DIR, f"{name}.jsonl")
     env = environment()
@@ -55,6 +65,24 @@ def append_rows(name: str, rows: list[dict]) -> str:
         for row in rows:
             fh.write(json.dumps({**env, **row}) + "\n")
     return path
+
+
+def _status(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def rss_peak_extra(fn) -> int:
+    """Bytes of resident memory `fn` added at its peak (Linux; run the process with
+    MALLOC_MMAP_THRESHOLD_ set low so freed blocks leave RSS at once)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current RSS
+    base = _status("VmRSS")
+    fn()
+    return _status("VmHWM") - base
 
 
 def print_table(rows: list[dict], columns: list[str]) -> None:
@@ -67,4 +95,4 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
 def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
-    return "" if v is None else str(v)
+    return "-" if v is None else str(v)

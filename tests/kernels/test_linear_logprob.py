@@ -1,0 +1,86 @@
+import pytest
+import torch
+
+from dprl.kernels import linear_logprob, linear_logprob_reference
+from accuracy import assert_cce
+
+# (N, H, V, chunk_rows): one token; V not a power of two with chunks that do not divide N.
+CASES = [(1, 8, 17, None), (13, 24, 1000, 4), (40, 16, 333, 7), (9, 32, 4097, None)]
+
+
+def _inputs(n, h, v, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(n, h, generator=g).to(device)  # (N, H)
+    weight = (torch.randn(v, h, generator=g) / h ** 0.5 * 2).to(device)  # (V, H)
+    targets = torch.randint(0, v, (n,), generator=g).to(device)  # (N,)
+    grad = torch.randn(n, generator=g).to(device)  # (N,)
+    return hidden, weight, targets, grad
+
+
+def _eager(hidden, weight, targets, temperature, grad, dtype):
+    """Eager torch in `dtype` (float64 = the reference): logp, entropy, d hidden, d weight."""
+    h = hidden.detach().cpu().to(dtype).requires_grad_()
+    w = weight.detach().cpu().to(dtype).requires_grad_()
+    logq = torch.log_softmax(h @ w.T / temperature, -1)  # (N, V)
+    logp = logq.gather(1, targets.cpu()[:, None]).squeeze(1)  # (N,)
+    ent = -(logq.exp() * logq).sum(-1).detach()  # (N,)
+    logp.backward(grad.cpu().to(dtype))
+    return logp.detach(), ent, h.grad, w.grad
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+@pytest.mark.parametrize("temperature", [1.0, 1.3])
+@pytest.mark.parametrize("n,h,v,chunk", CASES)
+def test_forward_backward_vs_float64(backend, temperature, n, h, v, chunk, device, small_chunks):
+    hidden, weight, targets, grad = _inputs(n, h, v, device)
+    hh, ww = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    logp, ent = linear_logprob(hh, ww, targets, temperature, return_entropy=True, chunk_rows=chunk,
+                               backend=backend)
+    logp.backward(grad)
+    ref = _eager(hidden, weight, targets, temperature, grad, torch.float64)
+    same = _eager(hidden, weight, targets, temperature, grad, torch.float32)
+    assert logp.dtype == torch.float32 and logp.shape == (n,)
+    for name, got, s, r in zip(("logp", "entropy", "d hidden", "d weight"),
+                               (logp, ent, hh.grad, ww.grad), same, ref):
+        assert_cce(name, got, s, r)
+
+
+def test_reference_matches_definition():
+    hidden, weight, targets, grad = _inputs(5, 8, 50, "cpu")
+    logp, ent = linear_logprob_reference(hidden, weight, targets, 0.5, return_entropy=True)
+    ref = _eager(hidden, weight, targets, 0.5, grad, torch.float64)
+    torch.testing.assert_close(logp, ref[0].float())
+    torch.testing.assert_close(ent, ref[1].float())
+
+
+def test_only_hidden_needs_grad(device):
+    hidden, weight, targets, grad = _inputs(6, 8, 100, device)
+    hh = hidden.clone().requires_grad_()
+    linear_logprob(hh, weight, targets, chunk_rows=4).backward(grad)
+    ref = _eager(hidden, weight, targets, 1.0, grad, torch.float64)
+    torch.testing.assert_close(hh.grad.double().cpu(), ref[2], atol=1e-5, rtol=1e-5)
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError):
+        linear_logprob(torch.zeros(3, 4), torch.zeros(5, 6), torch.zeros(3, dtype=torch.long))
+    with pytest.raises(TypeError):
+        linear_logprob(torch.zeros(3, 4), torch.zeros(5, 4, dtype=torch.float64),
+                       torch.zeros(3, dtype=torch.long))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bf16_qwen_vocab_cuda():
+    hidden, weight, targets, grad = _inputs(512, 256, 151936, "cuda", seed=4)
+    hidden, weight = hidden.bfloat16(), weight.bfloat16()
+    hh, ww = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    linear_logprob(hh, ww, targets, chunk_rows=128).backward(grad)
+    h = hidden.clone().requires_grad_()
+    w = weight.clone().requires_grad_()
+    lt = torch.log_softmax((h @ w.T).float(), -1).gather(1, targets[:, None]).squeeze(1)  # eager bf16
+    lt.backward(grad)
+    ref = _eager(hidden, weight, targets, 1.0, grad, torch.float64)
+    assert_cce("logp bf16", linear_logprob(hidden, weight, targets), lt.detach(), ref[0])
+    assert_cce("d hidden bf16", hh.grad, h.grad, ref[2])
+    assert_cce("d weight bf16", ww.grad, w.grad, ref[3])
