@@ -1,14 +1,7 @@
 """Shared fixtures: the tiny offline model is built once per test session, per architecture."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 @pytest.fixture(scope="session")
 def tiny_model_factory(tmp_path_factory):
@@ -30,9 +23,3 @@ def tiny_model_factory(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tiny_model_factory):
     return tiny_model_factory("qwen2_vl")
-
-
-def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Runs `python -m dprl.cli ARGS` in a fresh process (vLLM gets a clean process each time)."""
-    return subprocess.run([sys.executable, "-m", "dprl.cli", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from conftest import run_cli
+from cli_runner import run_cli
 from dprl.cli import build_parser, main
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from cli_runner import run_cli
 
 pytestmark = pytest.mark.vllm
 
