@@ -1,0 +1,19 @@
+"""Fixtures for reward tests: run a test on the Python reference and, when built, on C++."""
+import pytest
+
+from dprl._ext import native
+
+
+def has_native() -> bool:
+    return native() is not None
+
+
+needs_native = pytest.mark.skipif(not has_native(), reason="dprl._C (C++ extension) is not built")
+
+
+@pytest.fixture(params=["reference", "native"])
+def use_native(request):
+    """False for the Python reference, True for C++ (skipped when the extension is missing)."""
+    if request.param == "native" and not has_native():
+        pytest.skip("dprl._C (C++ extension) is not built")
+    return request.param == "native"
