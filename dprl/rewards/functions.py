@@ -84,6 +84,7 @@ class Batch:
     texts: list
     columns: dict
     options: ParseOptions = field(default_factory=ParseOptions)
+    max_threads: int = 0  # C++ threads for big batches (0 = all cores)
     _analysis: tuple | None = None
     _iou: np.ndarray | None = None
 
@@ -91,7 +92,8 @@ class Batch:
         if self._analysis is None:
             self._analysis = analyze(self.texts, self.options,
                                      image_size=self.columns.get("image_size"),
-                                     input_size=self.columns.get("input_size"))
+                                     input_size=self.columns.get("input_size"),
+                                     max_threads=self.max_threads)
         return self._analysis  # boxes (N, 4), format_ok (N,)
 
     def gt_boxes(self):
@@ -105,7 +107,8 @@ class Batch:
 
     def iou(self) -> np.ndarray:
         if self._iou is None:
-            self._iou = best_iou(self.analysis()[0], self.gt_boxes())  # (N,)
+            self._iou = best_iou(self.analysis()[0], self.gt_boxes(),
+                                 max_threads=self.max_threads)  # (N,)
         return self._iou
 
 
@@ -115,7 +118,8 @@ def _format(batch: Batch, tau) -> np.ndarray:
     if batch.options.scope != "answer":
         boxes = analyze(batch.texts, batch.options, scope="answer",
                         image_size=batch.columns.get("image_size"),
-                        input_size=batch.columns.get("input_size"))[0]
+                        input_size=batch.columns.get("input_size"),
+                        max_threads=batch.max_threads)[0]
     has_box = ~np.isnan(boxes).any(axis=1)  # (N,)
     return 0.5 * ok.astype(np.float32) + 0.5 * has_box.astype(np.float32)
 
@@ -189,18 +193,20 @@ class RewardFunction:
     """A weighted sum of named rewards that follows the contract itself:
     `fn(completions, **columns) -> list[float]`. `score` also returns each term's values."""
 
-    def __init__(self, terms, options: ParseOptions | None = None, **parse_options):
+    def __init__(self, terms, options: ParseOptions | None = None, max_threads: int = 0,
+                 **parse_options):
         self.terms = [t if isinstance(t, Term) else Term(*t) if isinstance(t, tuple) else Term(t)
                       for t in terms]
         if not self.terms:
             raise ValueError("a reward needs at least one term")
         self.options = make_options(options, **parse_options)
+        self.max_threads = max_threads
         self.__name__ = "+".join(t.label for t in self.terms)
 
     def score(self, completions, **columns) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """-> (total float32 [N], {term label: float32 [N] before weighting})."""
         texts = completion_texts(completions)
-        batch = Batch(texts, columns, self.options)
+        batch = Batch(texts, columns, self.options, self.max_threads)
         parts = {t.label: t.score(batch) for t in self.terms}
         total = np.zeros(len(texts), dtype=np.float32)  # (N,)
         for t in self.terms:

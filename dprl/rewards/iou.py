@@ -61,7 +61,7 @@ def ragged_boxes(gt_boxes, n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(flat, dtype=np.float32), offsets
 
 
-def best_iou(pred, gt_boxes, use_native: bool | None = None) -> np.ndarray:
+def best_iou(pred, gt_boxes, use_native: bool | None = None, max_threads: int = 0) -> np.ndarray:
     """Best IoU of each predicted box against its own ground-truth boxes.
 
     pred: [N, 4]; gt_boxes: [N, 4] or N arrays of shape [K_i, 4] (K_i >= 0) or [4]. Returns
@@ -74,5 +74,5 @@ def best_iou(pred, gt_boxes, use_native: bool | None = None) -> np.ndarray:
     if use_native and ext is None:
         raise RuntimeError("use_native=True but the C++ extension dprl._C is not built")
     if ext is not None:
-        return ext.best_iou_ragged(p, flat, offsets)
+        return ext.best_iou_ragged(p, flat, offsets, max_threads)
     return best_iou_ragged_reference(p, flat, offsets)
