@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dprl._ext import native
+from dprl._ext import native, native_fn
 from dprl.rewards.reference import best_iou_ragged_reference, box_iou_reference
 
 
@@ -70,9 +70,9 @@ def best_iou(pred, gt_boxes, use_native: bool | None = None, max_threads: int = 
     """
     p = _as_boxes(pred, "pred")  # (N, 4)
     flat, offsets = ragged_boxes(gt_boxes, len(p))
-    ext = native() if use_native is not False else None
-    if use_native and ext is None:
-        raise RuntimeError("use_native=True but the C++ extension dprl._C is not built")
-    if ext is not None:
-        return ext.best_iou_ragged(p, flat, offsets, max_threads)
+    fn = native_fn("best_iou_ragged") if use_native is not False else None
+    if use_native and fn is None:
+        raise RuntimeError("use_native=True but dprl._C.best_iou_ragged is not built")
+    if fn is not None:
+        return fn(p, flat, offsets, max_threads)
     return best_iou_ragged_reference(p, flat, offsets)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dprl._ext import native
+from dprl._ext import native_fn
 from dprl.rewards import reference
 from dprl.rewards.options import COORDS, SWAPPED, ParseOptions, make_options
 
@@ -21,6 +21,17 @@ def check_texts(texts) -> Sequence:
     if isinstance(texts, (str, bytes)) or not isinstance(texts, (list, tuple)):
         raise TypeError(f"texts must be a list or tuple of str or bytes, got {type(texts).__name__}")
     return texts
+
+
+def _pick(use_native: bool | None, name: str):
+    """The C++ function `name`, or None for the Python reference.
+    use_native: None = C++ when built; False = the reference; True = C++ or raise."""
+    if use_native is False:
+        return None
+    fn = native_fn(name)
+    if use_native and fn is None:
+        raise RuntimeError(f"use_native=True but dprl._C.{name} is not built")
+    return fn
 
 
 def _sizes(x, name: str, n: int) -> np.ndarray | None:
@@ -50,13 +61,11 @@ def analyze(texts, options: ParseOptions | None = None, *, image_size=None, inpu
     input_wh = _sizes(input_size, "input_size", n)
     if opt.coords == "pixels" and image_wh is None:
         raise ValueError("coords='pixels' needs image_size: [N, 2] (width, height) of the originals")
-    ext = native() if use_native is not False else None
-    if use_native and ext is None:
-        raise RuntimeError("use_native=True but the C++ extension dprl._C is not built")
-    if ext is None:
+    fn = _pick(use_native, "analyze")
+    if fn is None:
         boxes, fmt = reference.analyze_reference(texts, opt, image_wh, input_wh)
     else:
-        boxes, fmt = ext.analyze(texts, opt.scope == "answer", opt.pick == "last", opt.format_mask,
+        boxes, fmt = fn(texts, opt.scope == "answer", opt.pick == "last", opt.format_mask,
                                  COORDS.index(opt.coords), SWAPPED.index(opt.swapped), opt.clamp,
                                  image_wh, input_wh, max_threads)
     return boxes, fmt.astype(bool)
@@ -84,11 +93,9 @@ def parse_letters(texts, scope: str = "answer", use_native: bool | None = None,
     check_texts(texts)
     if scope not in ("answer", "anywhere"):
         raise ValueError(f"scope must be 'answer' or 'anywhere', got {scope!r}")
-    ext = native() if use_native is not False else None
-    if use_native and ext is None:
-        raise RuntimeError("use_native=True but the C++ extension dprl._C is not built")
-    if ext is None:
+    fn = _pick(use_native, "parse_letters")
+    if fn is None:
         return np.array([reference.parse_letter_reference(reference.to_bytes(t), scope)
                          for t in texts], dtype="<U1")
-    codes = ext.parse_letters(texts, scope == "answer", max_threads)  # (N,) uint8, 0 = none
+    codes = fn(texts, scope == "answer", max_threads)  # (N,) uint8, 0 = none
     return codes.view("S1").astype("<U1")

@@ -5,7 +5,9 @@ from dprl._ext import native
 
 
 def has_native() -> bool:
-    return native() is not None
+    """True when dprl._C is built from these sources (an older build lacks the reward entry points)."""
+    ext = native()
+    return ext is not None and all(hasattr(ext, f) for f in ("analyze", "parse_letters", "best_iou_ragged"))
 
 
 needs_native = pytest.mark.skipif(not has_native(), reason="dprl._C (C++ extension) is not built")
