@@ -34,6 +34,10 @@ numbers = st.one_of(
     st.integers(-2000, 2000).map(str),
     st.floats(allow_nan=False, allow_infinity=False).map(repr),
     st.floats(0, 1).map(lambda x: f"{x:.3f}"),
+    # decimals around the C++ fast path's limits (15 significant digits, 10^22)
+    st.tuples(st.integers(0, 10**18), st.integers(0, 24), st.integers(0, 3)).map(
+        lambda t: "0" * t[2] + str(t[0])[: len(str(t[0])) - min(t[1], len(str(t[0])))] + "." +
+        "0" * max(0, t[1] - len(str(t[0]))) + str(t[0])[len(str(t[0])) - min(t[1], len(str(t[0]))):]),
     st.sampled_from(["1e39", "-1e39", "3.4028235e38", "3.4028236e38", "1e-400", "-0", "1e", "1.",
                      ".5", "+7", "--1", "1e308", "9" * 50, "0" * 30 + "1", "1e+2", "5e-1"]),
 )
