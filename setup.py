@@ -4,7 +4,7 @@ from setuptools import setup
 
 ext = Pybind11Extension(
     "dprl._C",
-    sources=["csrc/bindings.cpp", "csrc/box_iou.cpp"],
+    sources=["csrc/bindings.cpp", "csrc/box_iou.cpp", "csrc/box_parse.cpp", "csrc/rewards.cpp"],
     include_dirs=["csrc"],
     cxx_std=17,
     extra_compile_args=["-O3"],

@@ -26,3 +26,25 @@ def native() -> ModuleType | None:
                 stacklevel=2,
             )
     return _loaded
+
+
+_missing: set[str] = set()
+
+
+def native_fn(name: str):
+    """`dprl._C.<name>`, or None when the extension is missing or was built from older sources
+    than this checkout (then it warns once per name and callers use the Python path)."""
+    ext = native()
+    if ext is None:
+        return None
+    fn = getattr(ext, name, None)
+    if fn is None and name not in _missing:
+        _missing.add(name)
+        warnings.warn(
+            f"dprl._C ({getattr(ext, '__file__', '?')}) has no {name}(): it was built from older "
+            "sources; using the pure-Python reference. Rebuild it with "
+            "`python setup.py build_ext --inplace`.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return fn

@@ -143,6 +143,66 @@ class SmokeConfig:
                      "differ by ~3e-3 between engines)", self.atol)
 
 
+@dataclass
+class RewardTermConfig:
+    """One reward function by name (a built-in of dprl.rewards or one registered with
+    `dprl.rewards.register_reward`) and its weight in the sum. Built-ins: format, iou,
+    iou_threshold, iou_squared, acc, mc_letter; "acc@0.5" is shorthand for tau: 0.5."""
+
+    name: str = "iou_threshold"
+    weight: float = 1.0
+    tau: float | None = None  # iou_threshold (default 0.8) and acc (default 0.5) only
+
+    def check(self, key: str) -> None:
+        base, _, at = self.name.partition("@")
+        _require(bool(base) and base.replace("_", "a").replace(".", "a").replace(":", "a").isalnum(),
+                 f"{key}name", "a reward name such as iou_threshold or acc@0.5", self.name)
+        if at:
+            try:
+                float(at)
+            except ValueError:
+                _require(False, f"{key}name", "a number after '@' (e.g. acc@0.5)", self.name)
+        _require(self.weight == self.weight and abs(self.weight) != float("inf"), f"{key}weight",
+                 "a finite number", self.weight)
+        if self.tau is not None:
+            _require(0.0 <= self.tau <= 1.0, f"{key}tau", "a threshold in [0, 1]", self.tau)
+
+
+@dataclass
+class BoxParseConfig:
+    """How boxes are read from completions (see dprl.rewards.ParseOptions)."""
+
+    scope: Literal["answer", "anywhere"] = "answer"
+    pick: Literal["last", "first"] = "last"
+    formats: list[Literal["points", "list", "tuple"]] = field(
+        default_factory=lambda: ["points", "list", "tuple"])
+    coords: Literal["auto", "norm1000", "fraction", "pixels"] = "auto"
+    swapped: Literal["fix", "reject"] = "fix"
+    clamp: bool = False
+
+    def check(self, key: str) -> None:
+        _require(len(self.formats) > 0, f"{key}formats", "at least one box format", self.formats)
+
+
+def _deepperception_terms() -> list:
+    return [RewardTermConfig("format", 1.0), RewardTermConfig("iou_threshold", 1.0, 0.8)]
+
+
+@dataclass
+class RewardConfig:
+    """The GRPO reward: a weighted sum of named reward functions (DeepPerception: format +
+    IoU thresholded at 0.8, boxes read from inside <answer>, last match)."""
+
+    functions: list[RewardTermConfig] = field(default_factory=_deepperception_terms)
+    parse: BoxParseConfig = field(default_factory=BoxParseConfig)
+
+    def check(self, key: str) -> None:
+        _require(len(self.functions) > 0, f"{key}functions", "at least one reward function",
+                 self.functions)
+        for i, term in enumerate(self.functions):
+            term.check(f"{key}functions[{i}].")
+
+
 # ---------------------------------------------------------------------------------------------
 # Loading: YAML + dotted overrides -> validated dataclass
 # ---------------------------------------------------------------------------------------------

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dprl._ext import native
-from dprl.rewards.reference import box_iou_reference
+from dprl._ext import native, native_fn
+from dprl.rewards.reference import best_iou_ragged_reference, box_iou_reference
 
 
 def _as_boxes(x, name: str) -> np.ndarray:
@@ -29,18 +29,50 @@ def box_iou(a, b) -> np.ndarray:
     return box_iou_reference(a32, b32)
 
 
-def best_iou(pred, gt_boxes: list) -> np.ndarray:
+def ragged_boxes(gt_boxes, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ground truth per sample -> (flat float32 [K, 4], offsets int64 [N + 1]).
+
+    gt_boxes: an [N, 4] array (one box each) or N items, each a box [4] or boxes [K_i, 4]
+    (K_i may be 0).
+    """
+    if isinstance(gt_boxes, np.ndarray) and gt_boxes.ndim == 2:
+        flat = _as_boxes(gt_boxes, "gt_boxes")  # (N, 4)
+        if len(flat) != n:
+            raise ValueError(f"got {n} predicted boxes but {len(flat)} ground-truth boxes")
+        return flat, np.arange(n + 1, dtype=np.int64)
+    if len(gt_boxes) != n:
+        raise ValueError(f"got {n} predicted boxes but {len(gt_boxes)} ground-truth lists")
+    try:  # one box per sample, as a list of lists: no per-sample work
+        flat = np.asarray(gt_boxes, dtype=np.float32)
+    except (ValueError, TypeError):
+        flat = None
+    if flat is not None and flat.shape == (n, 4):
+        return np.ascontiguousarray(flat), np.arange(n + 1, dtype=np.int64)
+    parts = []
+    for i, g in enumerate(gt_boxes):
+        arr = np.asarray(g, dtype=np.float32)
+        if arr.size % 4:
+            raise ValueError(f"gt_boxes[{i}] must be a box [4] or boxes [K, 4], got {arr.shape}")
+        parts.append(arr.reshape(-1, 4))  # (K_i, 4)
+    counts = np.array([len(p) for p in parts], dtype=np.int64)  # (N,)
+    offsets = np.zeros(n + 1, dtype=np.int64)  # (N + 1,)
+    np.cumsum(counts, out=offsets[1:])
+    flat = np.concatenate(parts) if parts else np.zeros((0, 4), np.float32)  # (K, 4)
+    return np.ascontiguousarray(flat, dtype=np.float32), offsets
+
+
+def best_iou(pred, gt_boxes, use_native: bool | None = None, max_threads: int = 0) -> np.ndarray:
     """Best IoU of each predicted box against its own ground-truth boxes.
 
-    pred: [N, 4]; gt_boxes: N arrays of shape [K_i, 4] (K_i >= 0). Returns float32 [N]; a sample
-    with no ground truth scores 0. KVG-Bench accuracy takes the best over the GT boxes.
+    pred: [N, 4]; gt_boxes: [N, 4] or N arrays of shape [K_i, 4] (K_i >= 0) or [4]. Returns
+    float32 [N]; a sample with no ground truth or no predicted box scores 0. KVG-Bench accuracy
+    takes the best over the GT boxes.
     """
-    p = _as_boxes(pred, "pred")
-    if len(gt_boxes) != len(p):
-        raise ValueError(f"got {len(p)} predicted boxes but {len(gt_boxes)} ground-truth lists")
-    out = np.zeros(len(p), dtype=np.float32)  # (N,)
-    for i, gt in enumerate(gt_boxes):
-        g = _as_boxes(np.reshape(np.asarray(gt, dtype=np.float32), (-1, 4)), f"gt_boxes[{i}]")
-        if len(g):
-            out[i] = box_iou(p[i : i + 1], g).max()
-    return out
+    p = _as_boxes(pred, "pred")  # (N, 4)
+    flat, offsets = ragged_boxes(gt_boxes, len(p))
+    fn = native_fn("best_iou_ragged") if use_native is not False else None
+    if use_native and fn is None:
+        raise RuntimeError("use_native=True but dprl._C.best_iou_ragged is not built")
+    if fn is not None:
+        return fn(p, flat, offsets, max_threads)
+    return best_iou_ragged_reference(p, flat, offsets)

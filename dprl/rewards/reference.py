@@ -24,3 +24,139 @@ def box_iou_reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         ok = valid_a[:, None] & valid_b[None, :] & (iw > 0) & (ih > 0) & (union > 0) & np.isfinite(union)
         iou = np.where(ok, inter / np.where(ok, union, 1.0), 0.0)
     return iou.astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Text rules, stated as plainly as possible: regular expressions on bytes (ASCII only, so invalid
+# UTF-8 never matters) and bytes.find. csrc/box_parse.cpp implements the same rules by hand.
+# ---------------------------------------------------------------------------------------------
+import math
+import re
+
+from dprl.rewards.options import ParseOptions
+
+_FLT_MAX = float(np.finfo(np.float32).max)
+_B = rb"[ \t\r\n]*"  # blanks
+_NUM = rb"([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"
+_F = _B + _NUM + _B  # one number field
+_SYNTAX = {
+    "points": rb"\(" + _F + rb"," + _F + rb"\)" + _B + rb"," + _B + rb"\(" + _F + rb"," + _F + rb"\)",
+    "list": rb"\[" + _F + rb"," + _F + rb"," + _F + rb"," + _F + rb"\]",
+    "tuple": rb"\(" + _F + rb"," + _F + rb"," + _F + rb"," + _F + rb"\)",
+}
+_PATTERNS: dict[tuple[str, ...], re.Pattern] = {}
+_LETTER = re.compile(_B + rb"\(?([A-Za-z])(?![A-Za-z0-9])")
+
+
+def _box_pattern(formats: tuple[str, ...]) -> re.Pattern:
+    key = tuple(sorted(formats))
+    if key not in _PATTERNS:
+        _PATTERNS[key] = re.compile(b"|".join(b"(?:" + _SYNTAX[f] + b")" for f in key))
+    return _PATTERNS[key]
+
+
+def to_bytes(text) -> bytes:
+    """str -> UTF-8 (lone surrogates passed through, as the C++ path does); bytes unchanged."""
+    if isinstance(text, str):
+        return text.encode("utf-8", "surrogatepass")
+    if isinstance(text, bytes):
+        return text
+    raise TypeError(f"each text must be str or bytes, got {type(text).__name__}")
+
+
+def answer_span_reference(b: bytes) -> tuple[int, int] | None:
+    """[begin, end) between the first <answer> and the first </answer> after it, or None."""
+    a = b.find(b"<answer>")
+    if a < 0:
+        return None
+    e = b.find(b"</answer>", a + 8)
+    return None if e < 0 else (a + 8, e)
+
+
+def format_ok_reference(b: bytes) -> bool:
+    """blanks <think> .. first </think> blanks <answer> .. first </answer> blanks, whole text."""
+    p = len(b) - len(b.lstrip(b" \t\r\n"))
+    if not b.startswith(b"<think>", p):
+        return False
+    p = b.find(b"</think>", p + 7)
+    if p < 0:
+        return False
+    p += 8
+    p += len(b[p:]) - len(b[p:].lstrip(b" \t\r\n"))
+    if not b.startswith(b"<answer>", p):
+        return False
+    p = b.find(b"</answer>", p + 8)
+    return p >= 0 and b[p + 9:].strip(b" \t\r\n") == b""
+
+
+def parse_box_reference(b: bytes, opt: ParseOptions, image_wh=None, input_wh=None) -> list[float]:
+    """One text -> [x1, y1, x2, y2] as float32 values, or four NaNs."""
+    nan = [math.nan] * 4
+    lo, hi = 0, len(b)
+    if opt.scope == "answer":
+        span = answer_span_reference(b)
+        if span is None:
+            return nan
+        lo, hi = span
+    chosen = None
+    for m in _box_pattern(opt.formats).finditer(b, lo, hi):
+        chosen = [g for g in m.groups() if g is not None]
+        if opt.pick == "first":
+            break
+    if chosen is None:
+        return nan
+    v = [float(g) for g in chosen]
+    scale = opt.coords == "fraction" or (opt.coords == "auto" and all(0.0 <= x <= 1.0 for x in v))
+    if scale:
+        v = [x * 1000.0 for x in v]
+    limit = (1000.0, 1000.0)
+    if opt.coords == "pixels":
+        inp = image_wh if input_wh is None else input_wh
+        v = [x * float(image_wh[k % 2]) / float(inp[k % 2]) for k, x in enumerate(v)]
+        limit = (float(image_wh[0]), float(image_wh[1]))
+    if not all(math.isfinite(x) and abs(x) <= _FLT_MAX for x in v):
+        return nan
+    if v[0] > v[2] or v[1] > v[3]:
+        if opt.swapped == "reject":
+            return nan
+        v = [min(v[0], v[2]), min(v[1], v[3]), max(v[0], v[2]), max(v[1], v[3])]
+    if opt.clamp:
+        v = [min(max(x, 0.0), limit[k % 2]) for k, x in enumerate(v)]
+    return [float(np.float32(x)) for x in v]
+
+
+def analyze_reference(texts, opt: ParseOptions, image_wh=None, input_wh=None):
+    """texts -> (boxes float32 [N, 4] with NaN rows, format-ok uint8 [N])."""
+    n = len(texts)
+    boxes = np.full((n, 4), np.nan, dtype=np.float32)  # (N, 4)
+    fmt = np.zeros(n, dtype=np.uint8)  # (N,)
+    for i, t in enumerate(texts):
+        b = to_bytes(t)
+        fmt[i] = format_ok_reference(b)
+        size = None if image_wh is None else image_wh[i]
+        inp = None if input_wh is None else input_wh[i]
+        boxes[i] = parse_box_reference(b, opt, size, inp)
+    return boxes, fmt
+
+
+def parse_letter_reference(b: bytes, scope: str = "answer") -> str:
+    """The choice letter, upper-cased: blanks, optional "(", one ASCII letter not followed by a
+    letter or digit; "" when there is none."""
+    lo, hi = 0, len(b)
+    if scope == "answer":
+        span = answer_span_reference(b)
+        if span is None:
+            return ""
+        lo, hi = span
+    m = _LETTER.match(b, lo, hi)
+    return m.group(1).decode().upper() if m else ""
+
+
+def best_iou_ragged_reference(pred: np.ndarray, gt: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """pred [N, 4], gt [K, 4], offsets [N + 1] -> float32 [N]: best IoU over each sample's GT."""
+    out = np.zeros(len(pred), dtype=np.float32)  # (N,)
+    for i in range(len(pred)):
+        lo, hi = int(offsets[i]), int(offsets[i + 1])
+        if hi > lo:
+            out[i] = box_iou_reference(pred[i : i + 1], gt[lo:hi]).max()
+    return out

@@ -1,0 +1,293 @@
+#include "box_parse.h"
+
+#include <algorithm>
+#include <cfloat>
+#include <charconv>
+#include <clocale>
+#include <cmath>
+#include <cstddef>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <locale.h>
+#include <string>
+
+namespace dprl {
+namespace {
+
+constexpr char kThinkOpen[] = "<think>";
+constexpr char kThinkClose[] = "</think>";
+constexpr char kAnswerOpen[] = "<answer>";
+constexpr char kAnswerClose[] = "</answer>";
+
+inline bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+inline bool is_digit(char c) { return c >= '0' && c <= '9'; }
+inline bool is_alnum(char c) {
+  return is_digit(c) || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
+
+inline const char* skip_blanks(const char* p, const char* e) {
+  while (p < e && is_blank(*p)) ++p;
+  return p;
+}
+
+// First occurrence of the tag `t` (length m, starting with '<') in [p, e), or null. memchr on
+// '<' skips the long chain of thought at memory speed; '<' is rare in it.
+const char* find_tag(const char* p, const char* e, const char* t, size_t m) {
+  while (e - p >= static_cast<std::ptrdiff_t>(m)) {
+    const void* hit = std::memchr(p, '<', static_cast<size_t>(e - p) - m + 1);
+    if (!hit) return nullptr;
+    p = static_cast<const char*>(hit);
+    if (std::memcmp(p, t, m) == 0) return p;
+    ++p;
+  }
+  return nullptr;
+}
+
+template <size_t M>
+const char* find_tag(const char* p, const char* e, const char (&t)[M]) {
+  return find_tag(p, e, t, M - 1);
+}
+
+template <size_t M>
+bool starts_with(const char* p, const char* e, const char (&t)[M]) {
+  return e - p >= static_cast<std::ptrdiff_t>(M - 1) && std::memcmp(p, t, M - 1) == 0;
+}
+
+struct Token {
+  const char* p = nullptr;
+  const char* e = nullptr;
+};
+
+// NUM = [+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)? taken greedily; null if no number starts at p.
+// Greedy equals the regex's backtracking here: whatever a shorter number would leave behind
+// starts with [0-9.eE+-], which can never be the blank or punctuation that must follow.
+const char* scan_number(const char* p, const char* e, Token* tok) {
+  const char* q = p;
+  if (q < e && (*q == '+' || *q == '-')) ++q;
+  const char* d = q;
+  while (q < e && is_digit(*q)) ++q;
+  int64_t digits = q - d;
+  if (q < e && *q == '.') {
+    const char* f = ++q;
+    while (q < e && is_digit(*q)) ++q;
+    digits += q - f;
+  }
+  if (digits == 0) return nullptr;
+  if (q < e && (*q == 'e' || *q == 'E')) {
+    const char* r = q + 1;
+    if (r < e && (*r == '+' || *r == '-')) ++r;
+    const char* x = r;
+    while (r < e && is_digit(*r)) ++r;
+    if (r > x) q = r;
+  }
+  tok->p = p;
+  tok->e = q;
+  return q;
+}
+
+// blanks, NUM, blanks
+inline const char* number_field(const char* p, const char* e, Token* tok) {
+  p = scan_number(skip_blanks(p, e), e, tok);
+  return p ? skip_blanks(p, e) : nullptr;
+}
+
+inline const char* expect(const char* p, const char* e, char c) {
+  return (p && p < e && *p == c) ? p + 1 : nullptr;
+}
+
+// Tries every enabled box syntax at p (which holds '(' or '['); returns the end of the match and
+// fills tok[0..3], or null. Points and tuples both open with "(NUM,NUM" and part at the next
+// mark (')' or ','), so at most one syntax can match at any position.
+const char* match_box(const char* p, const char* e, uint32_t formats, Token* tok) {
+  if (*p == '[') {
+    if (!(formats & kList)) return nullptr;
+    const char* q = p + 1;
+    for (int k = 0; k < 4 && q; ++k) {
+      q = number_field(q, e, &tok[k]);
+      q = expect(q, e, k < 3 ? ',' : ']');
+    }
+    return q;
+  }
+  if (!(formats & (kPoints | kTuple))) return nullptr;
+  const char* q = number_field(p + 1, e, &tok[0]);
+  q = expect(q, e, ',');
+  if (q) q = number_field(q, e, &tok[1]);
+  if (!q || q >= e) return nullptr;
+  if (*q == ')') {
+    if (!(formats & kPoints)) return nullptr;
+    q = expect(skip_blanks(q + 1, e), e, ',');
+    if (q) q = expect(skip_blanks(q, e), e, '(');
+    if (q) q = number_field(q, e, &tok[2]);
+    q = expect(q, e, ',');
+    if (q) q = number_field(q, e, &tok[3]);
+    return expect(q, e, ')');
+  }
+  if (*q != ',' || !(formats & kTuple)) return nullptr;
+  ++q;
+  q = number_field(q, e, &tok[2]);
+  q = expect(q, e, ',');
+  if (q) q = number_field(q, e, &tok[3]);
+  return expect(q, e, ')');
+}
+
+// Clinger's exact case: a decimal with at most 15 significant digits and a power of ten up to
+// 1e22 is m or m / 10^k with m and 10^k both exact doubles, so one IEEE division gives the
+// correctly rounded result. Model outputs ("123", "0.457") are nearly all like this, and it is
+// several times faster than from_chars. Returns false for anything else (exponents included).
+bool exact_fast_path(const char* p, const char* e, double* out) {
+  static constexpr double kPow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                      1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                      1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+  bool neg = false;
+  if (p < e && *p == '-') {
+    neg = true;
+    ++p;
+  }
+  uint64_t m = 0;
+  int digits = 0, scale = 0;
+  bool dot = false;
+  for (; p < e; ++p) {
+    const char c = *p;
+    if (is_digit(c)) {
+      scale -= dot;
+      if (m == 0 && c == '0') continue;  // leading zeros are not significant
+      if (++digits > 15) return false;
+      m = m * 10 + uint64_t(c - '0');
+    } else if (c == '.') {
+      dot = true;
+    } else {
+      return false;
+    }
+  }
+  if (scale < -22) return false;
+  const double v = scale < 0 ? double(m) / kPow10[-scale] : double(m);
+  *out = neg ? -v : v;
+  return true;
+}
+
+// Decimal text -> the correctly rounded double (as Python's float() gives). from_chars is
+// locale-free; it reports out-of-range (overflow to inf, underflow to 0) without a value, so
+// those rare tokens go through strtod_l in the "C" locale, which returns inf or 0 as Python does.
+double to_double(const Token& t) {
+  const char* p = t.p;
+  if (*p == '+') ++p;  // from_chars takes no '+'
+  double v = 0.0;
+  if (exact_fast_path(p, t.e, &v)) return v;
+  auto res = std::from_chars(p, t.e, v, std::chars_format::general);
+  if (res.ec == std::errc() && res.ptr == t.e) return v;
+  static locale_t c_locale = newlocale(LC_NUMERIC_MASK, "C", static_cast<locale_t>(0));
+  std::string copy(p, t.e);
+  return strtod_l(copy.c_str(), nullptr, c_locale);
+}
+
+inline bool fits_float(double v) { return std::isfinite(v) && std::fabs(v) <= double(FLT_MAX); }
+
+void no_box(float* box) {
+  for (int k = 0; k < 4; ++k) box[k] = std::numeric_limits<float>::quiet_NaN();
+}
+
+}  // namespace
+
+Span answer_span(const char* s, int64_t n) {
+  const char* e = s + n;
+  const char* a = find_tag(s, e, kAnswerOpen);
+  if (!a) return {};
+  const char* b = find_tag(a + sizeof(kAnswerOpen) - 1, e, kAnswerClose);
+  if (!b) return {};
+  return {a + sizeof(kAnswerOpen) - 1 - s, b - s, true};
+}
+
+bool format_ok(const char* s, int64_t n) {
+  const char* e = s + n;
+  const char* p = skip_blanks(s, e);
+  if (!starts_with(p, e, kThinkOpen)) return false;
+  p = find_tag(p + sizeof(kThinkOpen) - 1, e, kThinkClose);
+  if (!p) return false;
+  p = skip_blanks(p + sizeof(kThinkClose) - 1, e);
+  if (!starts_with(p, e, kAnswerOpen)) return false;
+  p = find_tag(p + sizeof(kAnswerOpen) - 1, e, kAnswerClose);
+  if (!p) return false;
+  return skip_blanks(p + sizeof(kAnswerClose) - 1, e) == e;
+}
+
+void parse_box(const char* s, int64_t n, const ParseOptions& opt, const double* image_wh,
+               const double* input_wh, float* box) {
+  const char* p = s;
+  const char* e = s + n;
+  if (opt.answer_only) {
+    const Span span = answer_span(s, n);
+    if (!span.found) return no_box(box);
+    p = s + span.begin;
+    e = s + span.end;
+  }
+  // Non-overlapping matches left to right, as re.finditer gives; keep the first or the last.
+  Token tok[4], chosen[4];
+  bool found = false;
+  while (p < e) {
+    if (*p != '(' && *p != '[') {
+      ++p;
+      continue;
+    }
+    const char* q = match_box(p, e, opt.formats, tok);
+    if (!q) {
+      ++p;
+      continue;
+    }
+    std::copy(tok, tok + 4, chosen);
+    found = true;
+    if (!opt.last) break;
+    p = q;
+  }
+  if (!found) return no_box(box);
+
+  double v[4];
+  for (int k = 0; k < 4; ++k) v[k] = to_double(chosen[k]);
+  bool scale = opt.coords == Coords::kFraction;
+  if (opt.coords == Coords::kAuto) {
+    scale = true;
+    for (int k = 0; k < 4; ++k) scale = scale && v[k] >= 0.0 && v[k] <= 1.0;
+  }
+  if (scale) {
+    for (int k = 0; k < 4; ++k) v[k] = v[k] * 1000.0;
+  }
+  double limit_w = 1000.0, limit_h = 1000.0;
+  if (opt.coords == Coords::kPixels) {
+    const double* in = input_wh ? input_wh : image_wh;
+    for (int k = 0; k < 4; ++k) v[k] = v[k] * image_wh[k % 2] / in[k % 2];
+    limit_w = image_wh[0];
+    limit_h = image_wh[1];
+  }
+  for (int k = 0; k < 4; ++k) {
+    if (!fits_float(v[k])) return no_box(box);
+  }
+  if (v[0] > v[2] || v[1] > v[3]) {
+    if (opt.swapped == Swapped::kReject) return no_box(box);
+    if (v[0] > v[2]) std::swap(v[0], v[2]);
+    if (v[1] > v[3]) std::swap(v[1], v[3]);
+  }
+  if (opt.clamp) {
+    for (int k = 0; k < 4; ++k) v[k] = std::min(std::max(v[k], 0.0), k % 2 ? limit_h : limit_w);
+  }
+  for (int k = 0; k < 4; ++k) box[k] = static_cast<float>(v[k]);
+}
+
+char parse_letter(const char* s, int64_t n, bool answer_only) {
+  const char* p = s;
+  const char* e = s + n;
+  if (answer_only) {
+    const Span span = answer_span(s, n);
+    if (!span.found) return 0;
+    p = s + span.begin;
+    e = s + span.end;
+  }
+  p = skip_blanks(p, e);
+  if (p < e && *p == '(') ++p;
+  if (p >= e) return 0;
+  const char c = *p;
+  const bool letter = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+  if (!letter || (p + 1 < e && is_alnum(p[1]))) return 0;
+  return (c >= 'a') ? static_cast<char>(c - 'a' + 'A') : c;
+}
+
+}  // namespace dprl

@@ -1,0 +1,36 @@
+// Splits a batch of items across std::threads. Plain C++: no Python, no pybind11.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+namespace dprl {
+
+// How many threads a batch of `items` holding `work` units (bytes, pairs) deserves: one per
+// `work_per_thread`, at least 1, at most `max_threads` (0 = hardware count) and `items`.
+// Small batches stay on the calling thread: starting a thread costs ~20-50 us.
+inline int64_t threads_for(int64_t items, int64_t work, int64_t work_per_thread, int max_threads) {
+  int64_t t = max_threads > 0 ? max_threads : std::max(1u, std::thread::hardware_concurrency());
+  t = std::min<int64_t>(t, work / std::max<int64_t>(work_per_thread, 1));
+  t = std::min<int64_t>(t, items);
+  return std::max<int64_t>(t, 1);
+}
+
+// Calls fn(lo, hi) on `threads` contiguous slices of [0, n); the calling thread takes the first.
+template <class Fn>
+void parallel_for(int64_t n, int64_t threads, Fn fn) {
+  if (threads <= 1 || n <= 1) {
+    fn(int64_t{0}, n);
+    return;
+  }
+  const int64_t chunk = (n + threads - 1) / threads;
+  std::vector<std::thread> pool;
+  for (int64_t lo = chunk; lo < n; lo += chunk) {
+    pool.emplace_back(fn, lo, std::min(n, lo + chunk));
+  }
+  fn(int64_t{0}, std::min(n, chunk));
+  for (auto& t : pool) t.join();
+}
+
+}  // namespace dprl

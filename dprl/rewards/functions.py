@@ -1,0 +1,230 @@
+"""Reward functions by name, and the contract a researcher's own reward follows.
+
+The contract (as TRL's): `fn(completions, **columns) -> list[float]`, one float per completion.
+`completions` is a list of str (or of chat messages, whose last "content" is used); `columns` are
+the dataset columns, each a list with one entry per completion. Columns the built-ins read:
+  boxes       ground truth per sample: a box [4] or boxes [K, 4], in the parse output frame
+  solution    ground truth as text (e.g. "<|box_start|>(x1,y1),(x2,y2)<|box_end|>"); used when
+              `boxes` is absent, parsed anywhere in the text, last box
+  image_size  (width, height) of each original image, for coords="pixels"
+  input_size  (width, height) of each resized model input, for coords="pixels"
+  answer      the correct choice letter ("B") or 0-based index for `mc_letter`
+
+Built-in rewards (all in [0, 1], 0 for anything malformed; `iou` is the best over the GT boxes):
+  format         0.5 for <think>..</think><answer>..</answer> + 0.5 when a box is in the answer
+  iou            IoU
+  iou_threshold  IoU if IoU >= tau else 0 (DeepPerception, tau = 0.8)
+  iou_squared    IoU ** 2 (Perception-R1)
+  acc            1 if IoU >= tau else 0 (KVG-Bench accuracy, tau = 0.5)
+  mc_letter      1 if the answer's choice letter equals `answer` else 0 (FGVR)
+A name may carry its threshold: "acc@0.5", "iou_threshold@0.65".
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dprl.rewards.iou import best_iou
+from dprl.rewards.options import ParseOptions, make_options
+from dprl.rewards.parse import analyze, parse_boxes, parse_letters
+
+RewardFn = Callable[..., list]
+DEFAULT_TAU = {"iou_threshold": 0.8, "acc": 0.5}
+BUILTIN = ("format", "iou", "iou_threshold", "iou_squared", "acc", "mc_letter")
+_registry: dict[str, RewardFn] = {}
+
+
+def register_reward(name: str, fn: RewardFn | None = None):
+    """Registers `fn(completions, **columns) -> list[float]` under `name` (usable as decorator)."""
+    if name in BUILTIN or "@" in name:
+        raise ValueError(f"{name!r} is a built-in reward name or uses '@'; pick another name")
+
+    def add(f: RewardFn) -> RewardFn:
+        if not callable(f):
+            raise TypeError(f"reward {name!r} must be callable, got {type(f).__name__}")
+        _registry[name] = f
+        return f
+
+    return add if fn is None else add(fn)
+
+
+def available_rewards() -> list[str]:
+    return list(BUILTIN) + sorted(_registry)
+
+
+def split_name(name: str) -> tuple[str, float | None]:
+    """"acc@0.5" -> ("acc", 0.5); "iou" -> ("iou", None)."""
+    base, at, value = name.partition("@")
+    if not at:
+        return name, None
+    try:
+        tau = float(value)
+    except ValueError:
+        raise ValueError(f"reward {name!r}: the part after '@' must be a number") from None
+    return base, tau
+
+
+def completion_texts(completions) -> list:
+    """list of str/bytes, or of chat message lists (the last message's content is scored)."""
+    if isinstance(completions, (str, bytes)) or not isinstance(completions, (list, tuple)):
+        raise TypeError(f"completions must be a list, got {type(completions).__name__}")
+    if completions and isinstance(completions[0], (list, tuple)):
+        return [c[-1]["content"] if c else "" for c in completions]
+    return list(completions) if isinstance(completions, tuple) else completions
+
+
+@dataclass
+class Batch:
+    """One batch of completions with its columns; parses and scores IoU at most once, however
+    many reward terms read them."""
+
+    texts: list
+    columns: dict
+    options: ParseOptions = field(default_factory=ParseOptions)
+    max_threads: int = 0  # C++ threads for big batches (0 = all cores)
+    _analysis: tuple | None = None
+    _iou: np.ndarray | None = None
+
+    def analysis(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._analysis is None:
+            self._analysis = analyze(self.texts, self.options,
+                                     image_size=self.columns.get("image_size"),
+                                     input_size=self.columns.get("input_size"),
+                                     max_threads=self.max_threads)
+        return self._analysis  # boxes (N, 4), format_ok (N,)
+
+    def gt_boxes(self):
+        if "boxes" in self.columns:
+            return self.columns["boxes"]
+        if "solution" in self.columns:
+            return parse_boxes(list(self.columns["solution"]), options=self.options,
+                               scope="anywhere", image_size=self.columns.get("image_size"),
+                               input_size=self.columns.get("input_size"))  # (N, 4)
+        raise KeyError("IoU rewards need a 'boxes' or 'solution' column with the ground truth")
+
+    def iou(self) -> np.ndarray:
+        if self._iou is None:
+            self._iou = best_iou(self.analysis()[0], self.gt_boxes(),
+                                 max_threads=self.max_threads)  # (N,)
+        return self._iou
+
+
+def _format(batch: Batch, tau) -> np.ndarray:
+    boxes, ok = batch.analysis()
+    # The box half reads the answer region even when boxes are searched anywhere.
+    if batch.options.scope != "answer":
+        boxes = analyze(batch.texts, batch.options, scope="answer",
+                        image_size=batch.columns.get("image_size"),
+                        input_size=batch.columns.get("input_size"),
+                        max_threads=batch.max_threads)[0]
+    has_box = ~np.isnan(boxes).any(axis=1)  # (N,)
+    return 0.5 * ok.astype(np.float32) + 0.5 * has_box.astype(np.float32)
+
+
+def _mc_letter(batch: Batch, tau) -> np.ndarray:
+    if "answer" not in batch.columns:
+        raise KeyError("mc_letter needs an 'answer' column with the correct choice letters")
+    truth = [chr(ord("A") + a) if isinstance(a, (int, np.integer)) else str(a).strip().upper()
+             for a in batch.columns["answer"]]
+    if len(truth) != len(batch.texts):
+        raise ValueError(f"got {len(batch.texts)} completions but {len(truth)} answers")
+    got = parse_letters(batch.texts, scope=batch.options.scope)  # (N,) "<U1", "" = none
+    return ((got == np.array(truth, dtype="<U1")) & (got != "")).astype(np.float32)
+
+
+_SCORERS: dict[str, Callable[[Batch, float], np.ndarray]] = {
+    "format": _format,
+    "iou": lambda b, tau: b.iou(),
+    "iou_threshold": lambda b, tau: np.where(b.iou() >= np.float32(tau), b.iou(), np.float32(0)),
+    "iou_squared": lambda b, tau: b.iou() * b.iou(),
+    "acc": lambda b, tau: (b.iou() >= np.float32(tau)).astype(np.float32),
+    "mc_letter": _mc_letter,
+}
+assert set(_SCORERS) == set(BUILTIN)
+
+
+@dataclass(frozen=True)
+class Term:
+    """One named reward with its weight; `tau` only for iou_threshold and acc."""
+
+    name: str
+    weight: float = 1.0
+    tau: float | None = None
+
+    def __post_init__(self) -> None:
+        base, tau_in_name = split_name(self.name)
+        if tau_in_name is not None and self.tau is not None and tau_in_name != self.tau:
+            raise ValueError(f"reward {self.name!r} also given tau={self.tau}")
+        tau = self.tau if self.tau is not None else tau_in_name
+        if base not in BUILTIN and base not in _registry:
+            raise ValueError(f"unknown reward {base!r}; available: {', '.join(available_rewards())}"
+                             " (register your own with dprl.rewards.register_reward)")
+        if tau is not None and base not in DEFAULT_TAU:
+            raise ValueError(f"reward {base!r} takes no threshold (only {', '.join(DEFAULT_TAU)})")
+        if tau is not None and not 0.0 <= tau <= 1.0:
+            raise ValueError(f"reward {self.name!r}: tau must be in [0, 1], got {tau}")
+        if not math.isfinite(self.weight):
+            raise ValueError(f"reward {self.name!r}: weight must be finite, got {self.weight}")
+        object.__setattr__(self, "name", base)
+        object.__setattr__(self, "tau", tau if tau is not None else DEFAULT_TAU.get(base))
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.tau:g}" if self.tau is not None else self.name
+
+    def score(self, batch: Batch) -> np.ndarray:
+        """float32 [N], finite."""
+        if self.name in _SCORERS:
+            out = _SCORERS[self.name](batch, self.tau)
+        else:
+            out = _registry[self.name](batch.texts, **batch.columns)
+        arr = np.asarray(out, dtype=np.float32)
+        if arr.shape != (len(batch.texts),):
+            raise ValueError(f"reward {self.name!r} returned shape {arr.shape}, expected "
+                             f"({len(batch.texts)},): one float per completion")
+        # A researcher's function may return NaN/inf; a training step must not see them.
+        return np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+class RewardFunction:
+    """A weighted sum of named rewards that follows the contract itself:
+    `fn(completions, **columns) -> list[float]`. `score` also returns each term's values."""
+
+    def __init__(self, terms, options: ParseOptions | None = None, max_threads: int = 0,
+                 **parse_options):
+        self.terms = [t if isinstance(t, Term) else Term(*t) if isinstance(t, tuple) else Term(t)
+                      for t in terms]
+        if not self.terms:
+            raise ValueError("a reward needs at least one term")
+        self.options = make_options(options, **parse_options)
+        self.max_threads = max_threads
+        self.__name__ = "+".join(t.label for t in self.terms)
+
+    def score(self, completions, **columns) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """-> (total float32 [N], {term label: float32 [N] before weighting})."""
+        texts = completion_texts(completions)
+        batch = Batch(texts, columns, self.options, self.max_threads)
+        parts = {t.label: t.score(batch) for t in self.terms}
+        total = np.zeros(len(texts), dtype=np.float32)  # (N,)
+        for t in self.terms:
+            total += np.float32(t.weight) * parts[t.label]
+        return total, parts
+
+    def __call__(self, completions, **columns) -> list[float]:
+        return self.score(completions, **columns)[0].tolist()
+
+
+def reward_fn(name: str, tau: float | None = None, **parse_options) -> RewardFunction:
+    """One named reward with the contract `fn(completions, **columns) -> list[float]`."""
+    return RewardFunction([Term(name, 1.0, tau)], **parse_options)
+
+
+def from_config(cfg) -> RewardFunction:
+    """The weighted reward a `RewardConfig` (dprl.config) describes."""
+    p = cfg.parse
+    options = ParseOptions(scope=p.scope, pick=p.pick, formats=tuple(p.formats), coords=p.coords,
+                           swapped=p.swapped, clamp=p.clamp)
+    return RewardFunction([Term(t.name, t.weight, t.tau) for t in cfg.functions], options)
