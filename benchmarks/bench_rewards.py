@@ -14,16 +14,16 @@ import argparse
 import json
 import math
 import os
-import platform
 import re
-import subprocess
 import sys
-import time
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+from harness import append_rows, environment, median_time  # noqa: E402
 
 from dprl._ext import native  # noqa: E402
 from dprl.rewards import RewardFunction  # noqa: E402
@@ -178,33 +178,6 @@ def tuned_rewards(completions: list[str], gts: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # Timing and reporting
 # ---------------------------------------------------------------------------------------------
-def best_time(fn, repeats: int) -> float:
-    fn()  # warm caches (regex compile, pages)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
-def environment() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, text=True,
-                                capture_output=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    return {"device": f"{cpu} ({os.cpu_count()} cores)", "python": platform.python_version(),
-            "numpy": np.__version__, "commit": commit,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=8192)
@@ -227,10 +200,10 @@ def main() -> None:
         np.testing.assert_allclose(tuned_rewards(texts, gts), ours, rtol=0, atol=1e-6)
         np.testing.assert_allclose(original_rewards(texts, gts), ours, rtol=0, atol=1e-6)
 
-        t_orig = best_time(lambda: original_rewards(texts, gts), max(1, args.repeats // 2))
-        t_tuned = best_time(lambda: tuned_rewards(texts, gts), args.repeats)
-        t_one = best_time(lambda: one(texts, boxes=gts), args.repeats * 4)
-        t_two = best_time(lambda: two(texts, boxes=gts), args.repeats * 4)
+        t_orig = median_time(lambda: original_rewards(texts, gts), max(1, args.repeats // 2))
+        t_tuned = median_time(lambda: tuned_rewards(texts, gts), args.repeats)
+        t_one = median_time(lambda: one(texts, boxes=gts), args.repeats * 4)
+        t_two = median_time(lambda: two(texts, boxes=gts), args.repeats * 4)
         rows.append({
             "bench": "rewards", "n": args.n, "mean_chars": round(nbytes / args.n), "bytes": nbytes,
             "mean_reward": float(ours.mean()),
@@ -238,7 +211,7 @@ def main() -> None:
             "dprl_1t_ms": t_one * 1e3, "dprl_2t_ms": t_two * 1e3,
             "speedup_vs_original": t_orig / t_one, "speedup_vs_tuned": t_tuned / t_one,
             "gbps_1t": nbytes / t_one / 1e9, "gbps_2t": nbytes / t_two / 1e9,
-            "scaling_2t": t_one / t_two, **env,
+            "scaling_2t": t_one / t_two,
         })
 
     head = ("chars", "original ms", "tuned ms", "dprl 1t ms", "dprl 2t ms", "x orig", "x tuned",
@@ -251,10 +224,7 @@ def main() -> None:
                 r["scaling_2t"])
         print(" | ".join(f"{v:>11.2f}" if isinstance(v, float) else f"{v:>11}" for v in vals))
     if not args.no_save:
-        os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-        with open(os.path.join(HERE, "results", "rewards.jsonl"), "a") as fh:
-            for r in rows:
-                fh.write(json.dumps(r) + "\n")
+        append_rows("rewards", rows)
     summary = {f"{r['mean_chars']}c": {k: round(r[k], 3) for k in (
         "speedup_vs_original", "speedup_vs_tuned", "gbps_1t", "gbps_2t", "scaling_2t")} for r in rows}
     print(json.dumps({"bench": "rewards", "n": args.n, **summary, "commit": env["commit"]}))
