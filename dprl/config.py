@@ -222,13 +222,14 @@ def _type_name(tp: Any) -> str:
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
 
 
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """Checks `value` against the annotation `tp` and returns it in that type."""
+def _convert(value: Any, tp: Any, key: str, base: Any = None) -> Any:
+    """Checks `value` against the annotation `tp` and returns it in that type. `base`: for a
+    section, the default it overlays (see _build)."""
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-        return _build(tp, value, key + ".")
+        return _build(tp, value, key + ".", base)
     if origin is Literal:
         if value not in typing.get_args(tp):
             raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
@@ -271,17 +272,33 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     raise TypeError(f"config field {key} has an unsupported annotation {tp!r}")
 
 
-def _build(cls: type, data: dict, prefix: str = "") -> Any:
+def _section_default(f: dataclasses.Field) -> Any:
+    """The default instance of a section field (its default_factory's product), else None."""
+    if f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+        return value if dataclasses.is_dataclass(value) else None
+    return None
+
+
+def _build(cls: type, data: dict, prefix: str = "", base: Any = None) -> Any:
+    """`data` overlaid on `base` (or on cls's defaults). A section's given keys replace only
+    themselves: the rest keep the defaults its parent chose (e.g. a stage whose trainer section
+    defaults to fp32 stays fp32 when only trainer.lr is set)."""
     hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - fields)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
             f"{prefix}{unknown[0]}: unknown key in section {cls.__name__}; "
             f"valid keys are: {', '.join(sorted(fields))}"
         )
-    kwargs = {name: _convert(value, hints[name], prefix + name) for name, value in data.items()}
-    return cls(**kwargs)
+    kwargs = {}
+    for name, value in data.items():
+        sub_base = getattr(base, name) if base is not None else _section_default(fields[name])
+        if not dataclasses.is_dataclass(sub_base):
+            sub_base = None
+        kwargs[name] = _convert(value, hints[name], prefix + name, sub_base)
+    return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
 
 
 def _check_all(obj: Any, key: str = "") -> None:
