@@ -44,6 +44,16 @@ def read_predictions(path: str) -> dict[str, dict]:
     return rows
 
 
+def _drop_partial_line(path: str) -> None:
+    """Cuts a last line left unfinished by a stopped run, so appended rows start on a line."""
+    if not os.path.isfile(path):
+        return
+    with open(path, "rb+") as fh:
+        data = fh.read()
+        if data and not data.endswith(b"\n"):
+            fh.truncate(data.rfind(b"\n") + 1)
+
+
 def _parse_options(cfg: EvalConfig) -> dict:
     p = cfg.parse
     return dict(scope=p.scope, pick=p.pick, formats=tuple(p.formats), coords=p.coords,
@@ -78,6 +88,7 @@ def infer_checkpoint(cfg: EvalConfig, ckpt: CheckpointConfig, samples: list[Samp
 
     pred_path = os.path.join(cfg.output_dir, ckpt.name, "predictions.jsonl")
     os.makedirs(os.path.dirname(pred_path), exist_ok=True)
+    _drop_partial_line(pred_path)
     done = read_predictions(pred_path)
     todo = [s for s in samples if s.question_id not in done]
     if not todo:
@@ -94,6 +105,13 @@ def infer_checkpoint(cfg: EvalConfig, ckpt: CheckpointConfig, samples: list[Samp
         engine = HFGenerator(model_path, cfg.rollout, dtype=cfg.dtype)
     root = cfg.data.image_root or os.path.dirname(os.path.abspath(cfg.data.path))
     template = processor.apply_chat_template
+    stop_ids = set(processor.tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"]))
+
+    def decode(completion) -> str:
+        # Both backends' answers decoded the same way, special tokens (<|box_start|>) kept.
+        return processor.tokenizer.decode([t for t in completion.token_ids if t not in stop_ids],
+                                          skip_special_tokens=False)
+
     bad = []
     bar = tqdm(total=len(todo), desc=f"eval {ckpt.name}", unit="sample", disable=not progress)
     with open(pred_path, "a") as fh:
@@ -118,17 +136,17 @@ def infer_checkpoint(cfg: EvalConfig, ckpt: CheckpointConfig, samples: list[Samp
                     [{"prompt": template(m, tokenize=False, add_generation_prompt=True),
                       "multi_modal_data": {"image": [im]}} for m, im in zip(first, images)],
                     max_tokens=cfg.describe_max_tokens)
-                described = [o.text for o in outs]
+                described = [decode(o) for o in outs]
                 conversations = [m + [{"role": "assistant", "content": d}, _user(s.question, image=False)]
                                  for m, d, s in zip(first, described, batch)]
             outs = engine.generate(
                 [{"prompt": template(m, tokenize=False, add_generation_prompt=True),
                   "multi_modal_data": {"image": [im]}} for m, im in zip(conversations, images)])
             seconds = time.perf_counter() - t0
-            texts = [o.text for o in outs]
-            for s, o, sc, d in zip(batch, outs, _score(cfg, batch, texts), described):
+            texts = [decode(o) for o in outs]
+            for s, o, t, sc, d in zip(batch, outs, texts, _score(cfg, batch, texts), described):
                 row = {"question_id": s.question_id, "domain": s.domain, "seen": s.seen,
-                       "answer": s.answer, "prediction": o.text, "tokens": len(o.token_ids),
+                       "answer": s.answer, "prediction": t, "tokens": len(o.token_ids),
                        "finish_reason": o.finish_reason} | sc
                 if d is not None:
                     row["description"] = d
