@@ -75,19 +75,24 @@ class VLLMGenerator:
             top_p=c.top_p,
             top_k=c.top_k,
             max_tokens=c.max_tokens,
-            logprobs=0,  # only the sampled token's log-prob
+            logprobs=0 if c.logprobs else None,  # only the sampled token's log-prob
             allowed_token_ids=self.allowed_token_ids,
         )
 
-    def generate(self, prompts: list[dict]) -> list[Completion]:
+    def generate(self, prompts: list[dict], max_tokens: int | None = None) -> list[Completion]:
         """prompts: vLLM prompt dicts ({"prompt": text, "multi_modal_data": {"image": [...]}}).
 
-        Returns `cfg.n` completions per prompt, prompt by prompt.
+        Returns `cfg.n` completions per prompt, prompt by prompt (log-probs empty when
+        `cfg.logprobs` is off). `max_tokens` overrides the config's for this call.
         """
-        outputs = self.llm.generate(prompts, self.sampling_params(), use_tqdm=False)
+        params = self.sampling_params()
+        if max_tokens is not None:
+            params.max_tokens = max_tokens
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
         result = []
         for i, out in enumerate(outputs):
             for seq in out.outputs:
-                lps = [step[tok].logprob for step, tok in zip(seq.logprobs, seq.token_ids)]
+                lps = ([step[tok].logprob for step, tok in zip(seq.logprobs, seq.token_ids)]
+                       if self.cfg.logprobs else [])
                 result.append(Completion(i, list(seq.token_ids), seq.text, lps, seq.finish_reason))
         return result
