@@ -78,6 +78,9 @@ def main() -> None:
 
     after_trainer = trainer_logprobs(fixed)
     named = params_to_sync(ds)
+    # ZeRO-3 really split the weights across ranks (so the sync had to gather them).
+    result["local_elements"] = sum(p.ds_tensor.numel() for _, p in named)
+    result["full_elements"] = sum(p.ds_numel for _, p in named)
     result["synced_names"] = [n for n, _ in named]
     small = WeightSyncConfig(bucket_mb=0.05)  # a few blocks per bucket at most
     stats_small = sync_weights(ds, engine, small)
