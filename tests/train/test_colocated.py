@@ -67,6 +67,7 @@ def test_world_of_one(tiny_model_dir, tmp_path):
     assert r["same_seed_equal"] and not r["other_seed_equal"]
     assert r["small_vs_one_bucket"] < 1e-6  # bucket size does not change what the engine holds
     assert r["sync_one"]["sync/buckets"] == 1
+    assert r["generate_while_asleep_raises"]
     assert _blocks_whole(r["buckets_small"])
     assert [c["prompt"] for c in r["completions"]] == [0, 0, 1, 1]  # n=2 per prompt, in order
 
