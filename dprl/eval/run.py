@@ -95,16 +95,10 @@ def infer_checkpoint(cfg: EvalConfig, ckpt: CheckpointConfig, samples: list[Samp
         return []
     model_path = _model_path(cfg, ckpt)
     processor = load_processor(model_path)
-    if cfg.backend == "vllm":
-        from dprl.rollout.vllm_engine import VLLMGenerator
+    from dprl.rollout import RolloutRequest, build_engine
 
-        engine = VLLMGenerator(model_path, cfg.rollout, dtype=cfg.dtype)
-    else:
-        from dprl.rollout.hf_engine import HFGenerator
-
-        engine = HFGenerator(model_path, cfg.rollout, dtype=cfg.dtype)
+    engine = build_engine(model_path, cfg.rollout, dtype=cfg.dtype)  # rollout.backend: vllm | hf
     root = cfg.data.image_root or os.path.dirname(os.path.abspath(cfg.data.path))
-    template = processor.apply_chat_template
     stop_ids = set(processor.tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"]))
 
     def decode(completion) -> str:
@@ -132,16 +126,12 @@ def infer_checkpoint(cfg: EvalConfig, ckpt: CheckpointConfig, samples: list[Samp
             described = [None] * len(batch)
             if cfg.prompt_mode == "cot2":  # turn 1: recall the named entity's features
                 first = [[_user(DESCRIBE_TEMPLATE.format(entity=referred_entity(s.question)))] for s in batch]
-                outs = engine.generate(
-                    [{"prompt": template(m, tokenize=False, add_generation_prompt=True),
-                      "multi_modal_data": {"image": [im]}} for m, im in zip(first, images)],
-                    max_tokens=cfg.describe_max_tokens)
+                outs = engine.generate([RolloutRequest(m, [im]) for m, im in zip(first, images)],
+                                       max_tokens=cfg.describe_max_tokens)
                 described = [decode(o) for o in outs]
                 conversations = [m + [{"role": "assistant", "content": d}, _user(s.question, image=False)]
                                  for m, d, s in zip(first, described, batch)]
-            outs = engine.generate(
-                [{"prompt": template(m, tokenize=False, add_generation_prompt=True),
-                  "multi_modal_data": {"image": [im]}} for m, im in zip(conversations, images)])
+            outs = engine.generate([RolloutRequest(m, [im]) for m, im in zip(conversations, images)])
             seconds = time.perf_counter() - t0
             texts = [decode(o) for o in outs]
             for s, o, t, sc, d in zip(batch, outs, texts, _score(cfg, batch, texts), described):
@@ -178,7 +168,7 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict:
                if any(s.question_id not in read_predictions(
                    os.path.join(cfg.output_dir, c.name, "predictions.jsonl")) for s in samples)]
     for i in pending:
-        if cfg.backend == "vllm" and len(pending) > 1:
+        if cfg.rollout.backend == "vllm" and len(pending) > 1:
             # One vLLM engine per process: each checkpoint gets a fresh one.
             import multiprocessing as mp
 
@@ -217,7 +207,7 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict:
     with open(os.path.join(cfg.output_dir, "table.md"), "w") as fh:
         fh.write(table)
     summary = {"data": cfg.data.path, "task": cfg.data.task, "prompt_mode": cfg.prompt_mode,
-               "backend": cfg.backend, "metric": metric, "samples": len(wanted),
+               "backend": cfg.rollout.backend, "metric": metric, "samples": len(wanted),
                "infer_seconds": round(infer_seconds, 2), "results": results, "bad_samples": bad,
                "table": table}
     with open(os.path.join(cfg.output_dir, "metrics.json"), "w") as fh:

@@ -1,56 +1,108 @@
-"""Generation with plain transformers `generate`: the fallback when vLLM is not available.
+"""The transformers `generate` backend behind the same contract: the baseline the original
+DeepPerception code used, and the fallback where vLLM is not installed.
 
-Same contract as `VLLMGenerator`: `generate(prompts) -> list[Completion]`, prompts as vLLM prompt
-dicts, vision tokens never generated, greedy at temperature 0. Batched with left padding, so
-every completion starts right after its own prompt.
+Prompts are generated one at a time with the G completions of the group as one batch (the
+original sampled one completion at a time). Log-probs come from `generate`'s processed scores,
+i.e. after vision-token masking, temperature and top-k/top-p, as vLLM reports them.
 """
 from __future__ import annotations
+
+from typing import Iterable, Sequence
 
 import torch
 
 from dprl.config import RolloutConfig
-from dprl.rollout.vllm_engine import VISION_TOKENS, Completion
+from dprl.rollout.base import VISION_TOKENS, Completion, RolloutEngine, RolloutRequest, seeded
+from dprl.rollout.prompts import prompt_text
 
 
-class HFGenerator:
-    def __init__(self, model_path: str, cfg: RolloutConfig, dtype: str = "float32"):
+class HFEngine(RolloutEngine):
+    """`model.generate` on a local checkpoint (its own copy of the weights)."""
+
+    def __init__(self, model_path: str, cfg: RolloutConfig, dtype: str = "float32", device: str = "cpu"):
         from dprl.models.loading import load_model, load_processor
 
         self.cfg = cfg
-        self.model = load_model(model_path, dtype=dtype)
+        self.model = load_model(model_path, dtype=dtype, device=device)
         self.processor = load_processor(model_path)
         self.tokenizer = self.processor.tokenizer
-        self.banned = [[i] for i in self.tokenizer.convert_tokens_to_ids(list(VISION_TOKENS))
-                       if i is not None and i != self.tokenizer.unk_token_id]
-        self.eos = self.model.generation_config.eos_token_id or self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self.banned_token_ids = self.tokenizer.convert_tokens_to_ids(list(VISION_TOKENS))
+        eos = self.model.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos])
+        self.params = dict(self.model.named_parameters())
+        self.weights_version = 0
+        self._calls = 0
+
+    def _inputs(self, request: RolloutRequest) -> dict:
+        text = prompt_text(self.processor, request)
+        inputs = self.processor(text=[text], images=list(request.images) or None, return_tensors="pt")
+        return {k: v.to(self.model.device) for k, v in inputs.items()}
 
     @torch.no_grad()
-    def generate(self, prompts: list[dict], max_tokens: int | None = None) -> list[Completion]:
+    def generate(self, requests: Sequence[RolloutRequest], seed: int | None = None,
+                 max_tokens: int | None = None) -> list[Completion]:
         c = self.cfg
-        texts = [p["prompt"] for p in prompts]
-        images = [img for p in prompts for img in p.get("multi_modal_data", {}).get("image", [])]
-        inputs = self.processor(text=texts, images=images or None, return_tensors="pt",
-                                padding=True, padding_side="left")
+        seed = c.seed + self._calls if seed is None else seed
+        self._calls += 1
         greedy = c.temperature == 0
-        sample_args = {} if greedy else dict(temperature=c.temperature, top_p=c.top_p,
-                                             top_k=c.top_k if c.top_k > 0 else None)
-        out = self.model.generate(
-            **inputs, do_sample=not greedy, num_return_sequences=c.n,
-            max_new_tokens=max_tokens or c.max_tokens, bad_words_ids=self.banned,
-            eos_token_id=self.eos, pad_token_id=self.tokenizer.pad_token_id,
-            output_scores=c.logprobs, return_dict_in_generate=True, **sample_args)
-        P = inputs["input_ids"].shape[1]
-        new = out.sequences[:, P:]  # (B * n, T): left padding puts every prompt's end at P
-        eos = {self.eos} if isinstance(self.eos, int) else set(self.eos)
-        if c.logprobs:  # scores are the processed logits the sampler drew from
-            logp = torch.stack(out.scores, dim=1).float().log_softmax(-1)  # (B * n, T, V)
-            token_lp = logp.gather(-1, new.unsqueeze(-1)).squeeze(-1)  # (B * n, T)
+        # top_k=0 switches generate's top-k off; None would fall back to the checkpoint's
+        # generation_config (50 by default), a truncation the config did not ask for.
+        sampling = {} if greedy else dict(temperature=c.temperature, top_p=c.top_p,
+                                          top_k=c.top_k if c.top_k > 0 else 0)
         result = []
-        for row in range(new.shape[0]):
-            ids = new[row].tolist()
-            stop = next((t + 1 for t, tok in enumerate(ids) if tok in eos), None)
-            ids = ids[:stop] if stop else ids
-            text = self.tokenizer.decode([t for t in ids if t not in eos], skip_special_tokens=False)
-            lps = token_lp[row, :len(ids)].tolist() if c.logprobs else []
-            result.append(Completion(row // c.n, ids, text, lps, "stop" if stop else "length"))
+        with seeded(seed):
+            for i, request in enumerate(requests):
+                inputs = self._inputs(request)
+                P = inputs["input_ids"].shape[1]
+                out = self.model.generate(
+                    **inputs, do_sample=not greedy, **sampling, max_new_tokens=max_tokens or c.max_tokens,
+                    num_return_sequences=c.n, suppress_tokens=self.banned_token_ids,
+                    stop_strings=list(c.stop) or None, tokenizer=self.tokenizer,
+                    pad_token_id=min(self.eos_ids), output_scores=c.logprobs, return_dict_in_generate=True,
+                )
+                tokens = out.sequences[:, P:]  # (n, T) padded after each sequence's end
+                if c.logprobs:
+                    scores = torch.stack(out.scores, dim=1).float()  # (n, T, V) processed logits
+                    logp = scores.log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (n, T)
+                for row in range(tokens.shape[0]):
+                    lps = logp[row].tolist() if c.logprobs else []
+                    result.append(self._completion(i, tokens[row].tolist(), lps, P))
         return result
+
+    def _completion(self, prompt_index: int, ids: list[int], logps: list[float], P: int) -> Completion:
+        end, reason = len(ids), "length"
+        for t, tok in enumerate(ids):
+            if tok in self.eos_ids:  # the EOS token is kept in the completion, as vLLM does
+                end, reason = t + 1, "stop"
+                break
+        ids, logps = ids[:end], logps[:end]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        for stop in self.cfg.stop:
+            # generate() stops after the token that completes a stop string and pads the rest;
+            # keep tokens up to that one and the text before the stop string (vLLM's default).
+            cut = text.find(stop)
+            if cut < 0:
+                continue
+            for t in range(1, len(ids) + 1):
+                if stop in self.tokenizer.decode(ids[:t], skip_special_tokens=True):
+                    ids, logps, reason = ids[:t], logps[:t], "stop"
+                    break
+            text = text[:cut]
+            break
+        return Completion(prompt_index, ids, text, logps, reason, P, self.weights_version)
+
+    @torch.no_grad()
+    def score(self, request: RolloutRequest, completion_ids: Sequence[int]) -> torch.Tensor:
+        from dprl.models.scoring import completion_logprobs
+
+        return completion_logprobs(self.model, self.processor, prompt_text(self.processor, request),
+                                   list(request.images), list(completion_ids))  # (T,)
+
+    @torch.no_grad()
+    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], final: bool = True) -> None:
+        for name, tensor in named_tensors:
+            if name not in self.params:
+                raise KeyError(f"HFEngine.update_weights: the model has no parameter {name!r}")
+            self.params[name].copy_(tensor)
+        if final:
+            self.weights_version += 1

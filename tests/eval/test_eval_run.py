@@ -25,7 +25,7 @@ def test_hf_eval_writes_results_resumes_and_reports_bad_samples(small_world, tin
     data = _data_with_bad_rows(small_world, tmp_path)
     out = tmp_path / "eval"
     cfg = load_config(EvalConfig, "configs/eval_tiny.yaml", [
-        f"output_dir={out}", f"data.path={data}", "backend=hf", "rollout.max_tokens=6", "batch_size=3",
+        f"output_dir={out}", f"data.path={data}", "rollout.backend=hf", "rollout.max_tokens=6", "batch_size=3",
         f"checkpoints=[{{name: a, path: {tiny_model_dir}}}, {{name: b, path: {tiny_model_dir}}}]"])
     summary = run_eval(cfg, progress=False)
     assert {b["question_id"] for b in summary["bad_samples"]} == {"bad-image", "bad-answer"}

@@ -21,7 +21,7 @@ def test_vllm_eval_matches_hf_greedy(small_world, tiny_model_dir, tmp_path):
     vllm = read_predictions(str(tmp_path / "v" / "m" / "predictions.jsonl"))
     assert len(vllm) == 4 and all(r["description"] is not None for r in vllm.values())
 
-    cfg = load_config(EvalConfig, "configs/eval_tiny.yaml", [f"output_dir={tmp_path / 'h'}", "backend=hf", *args])
+    cfg = load_config(EvalConfig, "configs/eval_tiny.yaml", [f"output_dir={tmp_path / 'h'}", "rollout.backend=hf", *args])
     run_eval(cfg, progress=False)
     hf = read_predictions(str(tmp_path / "h" / "m" / "predictions.jsonl"))
     for qid, r in vllm.items():  # fp32 greedy: both engines pick the same tokens
