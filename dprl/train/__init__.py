@@ -1,0 +1,1 @@
+"""Training: the DeepSpeed engine, weight sync, advantages, and the SFT and GRPO stages."""
