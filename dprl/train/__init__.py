@@ -1,1 +1,1 @@
-"""Training: the DeepSpeed engine, weight sync, advantages, and the SFT and GRPO stages."""
+"""Training: the shared DeepSpeed engine builder, weight sync into the rollout engine, metrics."""
