@@ -111,11 +111,19 @@ class RolloutConfig:
     # vLLM's CPU backend has no sleep mode; there sleep()/wake_up() are no-ops.
     sleep_mode: bool = True
     gpu_memory_utilization: float = 0.5  # GPU only: the engine's share, the rest is training's
+    # Return each sampled token's log-prob. Greedy decoding (temperature 0, for evaluation) has
+    # no sampling distribution, so it needs logprobs: false.
+    logprobs: bool = True
 
     def check(self, key: str) -> None:
         _require(self.n >= 1, f"{key}n", "at least 1", self.n)
-        _require(self.temperature > 0, f"{key}temperature",
-                 "a positive number (greedy decoding has no log-probs to compare)", self.temperature)
+        if self.logprobs:
+            _require(self.temperature > 0, f"{key}temperature",
+                     "a positive number while logprobs is true (greedy decoding has no log-probs "
+                     "to compare; set logprobs: false for temperature 0)", self.temperature)
+        else:
+            _require(self.temperature >= 0, f"{key}temperature", "0 (greedy) or a positive number",
+                     self.temperature)
         _require(0 < self.top_p <= 1, f"{key}top_p", "a number in (0, 1]", self.top_p)
         _require(self.top_k == -1 or self.top_k >= 1, f"{key}top_k", "-1 or a positive integer",
                  self.top_k)
@@ -147,6 +155,8 @@ class SmokeConfig:
         _require(bool(self.output_dir), f"{key}output_dir", "a directory path", self.output_dir)
         _require(self.num_prompts >= 1, f"{key}num_prompts", "at least 1", self.num_prompts)
         _require(self.atol > 0, f"{key}atol", "a positive tolerance", self.atol)
+        _require(self.rollout.logprobs, f"{key}rollout.logprobs",
+                 "true (the smoke test compares log-probs)", self.rollout.logprobs)
         if self.model.dtype != "float32":
             _require(self.atol >= 1e-3, f"{key}atol",
                      f"at least 1e-3 with model.dtype={self.model.dtype} (half-precision log-probs "
@@ -348,6 +358,154 @@ class GRPOConfig:
         _require(self.grpo.aggregation != "token_mean" or self.trainer.grad_accum_steps == 1,
                  f"{key}trainer.grad_accum_steps", "1 with grpo.aggregation token_mean",
                  self.trainer.grad_accum_steps)
+class WorldConfig:
+    """`dprl world`: the synthetic fine-grained world (dprl/data). Deterministic for `seed`.
+
+    Grounding samples of the seen domains go to train/val/test, those of the unseen domains to
+    test only (as in KVG-Bench); FGVR multiple-choice samples likewise; the text-only knowledge
+    corpus covers every domain."""
+
+    output_dir: str = "data/world"
+    seed: int = 0
+    seen_domains: list[str] = field(default_factory=lambda: ["aircraft", "car", "reptile", "bird", "food"])
+    unseen_domains: list[str] = field(default_factory=lambda: ["dog", "mollusc", "mammal", "flower", "landmark"])
+    categories_per_domain: int = 8
+    image_size: int = 112  # square pictures; 112 = 8x8 patches of 14 px = 16 visual tokens
+    min_entities: int = 2
+    max_entities: int = 4
+    # Entity box side (its longer side) as a fraction of the image side.
+    min_entity_size: float = 0.25
+    max_entity_size: float = 0.38
+    # Chance that a distractor is drawn from the target's look-alikes (same colour, other mark)
+    # while one is left, instead of any other category of the domain.
+    distractor_similarity: float = 0.5
+    box_format: Literal["norm1000", "pixels"] = "norm1000"  # Qwen2-VL 0-1000, or image pixels
+    train_per_domain: int = 800
+    val_per_domain: int = 40
+    test_per_domain: int = 100
+    fgvr_train_per_domain: int = 200
+    fgvr_test_per_domain: int = 50
+    fgvr_choices: int = 4
+    workers: int = 0  # image-writing processes; 0: one per CPU core
+
+    def check(self, key: str) -> None:
+        from dprl.data.domains import ALL_DOMAINS, COLOURS
+
+        _require(bool(self.output_dir), f"{key}output_dir", "a directory path", self.output_dir)
+        domains = self.seen_domains + self.unseen_domains
+        for name in ("seen_domains", "unseen_domains"):
+            for d in getattr(self, name):
+                _require(d in ALL_DOMAINS, f"{key}{name}", f"domains from {ALL_DOMAINS}", d)
+        _require(len(set(domains)) == len(domains), f"{key}unseen_domains",
+                 "no domain both seen and unseen or listed twice", domains)
+        _require(len(self.seen_domains) > 0, f"{key}seen_domains", "at least one domain",
+                 self.seen_domains)
+        _require(2 <= self.categories_per_domain <= 2 * len(COLOURS), f"{key}categories_per_domain",
+                 f"2 to {2 * len(COLOURS)} (colours x marks)", self.categories_per_domain)
+        _require(self.image_size >= 28, f"{key}image_size", "at least 28 pixels", self.image_size)
+        _require(1 <= self.min_entities <= self.max_entities, f"{key}min_entities",
+                 f"between 1 and max_entities={self.max_entities}", self.min_entities)
+        _require(self.max_entities <= min(6, self.categories_per_domain), f"{key}max_entities",
+                 f"at most 6 and at most categories_per_domain={self.categories_per_domain} "
+                 "(entities in a scene are of distinct categories)", self.max_entities)
+        _require(0 < self.min_entity_size <= self.max_entity_size <= 0.6, f"{key}min_entity_size",
+                 "0 < min_entity_size <= max_entity_size <= 0.6", (self.min_entity_size, self.max_entity_size))
+        _require(self.min_entity_size * self.image_size >= 8, f"{key}min_entity_size",
+                 f"entities of at least 8 pixels (image_size={self.image_size})", self.min_entity_size)
+        _require(0.0 <= self.distractor_similarity <= 1.0, f"{key}distractor_similarity",
+                 "a probability in [0, 1]", self.distractor_similarity)
+        for name in ("train_per_domain", "val_per_domain", "test_per_domain",
+                     "fgvr_train_per_domain", "fgvr_test_per_domain", "workers"):
+            _require(getattr(self, name) >= 0, f"{key}{name}", "a count >= 0", getattr(self, name))
+        _require(2 <= self.fgvr_choices <= min(6, self.categories_per_domain), f"{key}fgvr_choices",
+                 f"2 to min(6, categories_per_domain={self.categories_per_domain})", self.fgvr_choices)
+
+
+@dataclass
+class CheckpointConfig:
+    """One model to evaluate. An empty `path` builds the tiny offline model (untrained)."""
+
+    name: str = "tiny-untrained"
+    path: str = ""
+
+    def check(self, key: str) -> None:
+        _require(bool(self.name) and "/" not in self.name and not self.name.startswith("."),
+                 f"{key}name", "a non-empty name without '/' (it names a folder)", self.name)
+        if self.path:
+            _require(os.path.isdir(os.path.expanduser(self.path)), f"{key}path",
+                     "an existing local checkpoint directory (nothing is downloaded)", self.path)
+
+
+@dataclass
+class EvalDataConfig:
+    """A data set in KVG-Bench's schema (question_id, question, image, answer, category), or in
+    FGVR's (question_id, question, image, answer letter, category): a .jsonl/.json or .parquet
+    file. `image` is a path relative to `image_root` (default: the file's folder), an absolute
+    path, or embedded bytes."""
+
+    path: str = "data/world/kvg_test.jsonl"
+    image_root: str = ""
+    task: Literal["kvg", "fgvr"] = "kvg"
+    domains: list[str] = field(default_factory=list)  # empty: all
+    max_per_domain: int = 0  # 0: all samples
+    # Which domains count as seen when a sample has no `seen` field (KVG-Bench's split).
+    seen_domains: list[str] = field(default_factory=lambda: ["aircraft", "car", "reptile", "bird", "food"])
+
+    def check(self, key: str) -> None:
+        _require(bool(self.path), f"{key}path", "a .jsonl, .json or .parquet file", self.path)
+        _require(self.path.endswith((".jsonl", ".json", ".parquet")), f"{key}path",
+                 "a .jsonl, .json or .parquet file", self.path)
+        _require(self.max_per_domain >= 0, f"{key}max_per_domain", "a count >= 0 (0: all)",
+                 self.max_per_domain)
+
+
+def _greedy_rollout() -> "RolloutConfig":
+    return RolloutConfig(n=1, temperature=0.0, logprobs=False, max_tokens=96)
+
+
+@dataclass
+class EvalConfig:
+    """`dprl eval`: KVG-Bench-format grounding accuracy (Acc@0.5) or FGVR multiple-choice
+    accuracy of one or more checkpoints, side by side."""
+
+    output_dir: str = "runs/eval"
+    data: EvalDataConfig = field(default_factory=EvalDataConfig)
+    checkpoints: list[CheckpointConfig] = field(default_factory=lambda: [CheckpointConfig()])
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)  # for checkpoints without a path
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    backend: Literal["vllm", "hf"] = "vllm"
+    # plain: the question alone; r1: question + "<think>/<answer>" instruction; cot2: first ask
+    # for the named entity's features, then the question in a second turn.
+    prompt_mode: Literal["plain", "r1", "cot2"] = "r1"
+    rollout: RolloutConfig = field(default_factory=_greedy_rollout)
+    describe_max_tokens: int = 48  # cot2's first turn
+    batch_size: int = 64  # prompts per engine call; predictions are saved after each
+    iou_threshold: float = 0.5
+    parse: BoxParseConfig = field(default_factory=BoxParseConfig)
+    # Trivial baselines scored from the data alone (needs the world's `candidates` field).
+    baselines: list[Literal["random_entity", "largest_entity"]] = field(default_factory=list)
+
+    def check(self, key: str) -> None:
+        _require(bool(self.output_dir), f"{key}output_dir", "a directory path", self.output_dir)
+        _require(len(self.checkpoints) + len(self.baselines) > 0, f"{key}checkpoints",
+                 "at least one checkpoint or baseline", self.checkpoints)
+        names = [c.name for c in self.checkpoints] + list(self.baselines)
+        for i, c in enumerate(self.checkpoints):
+            c.check(f"{key}checkpoints[{i}].")
+        _require(len(set(names)) == len(names), f"{key}checkpoints", "distinct names", names)
+        _require(self.rollout.n == 1, f"{key}rollout.n", "1 (one answer per question)", self.rollout.n)
+        _require(self.describe_max_tokens >= 1, f"{key}describe_max_tokens", "at least 1",
+                 self.describe_max_tokens)
+        _require(self.batch_size >= 1, f"{key}batch_size", "at least 1", self.batch_size)
+        _require(0 < self.iou_threshold <= 1, f"{key}iou_threshold", "a threshold in (0, 1]",
+                 self.iou_threshold)
+        if self.prompt_mode != "r1":
+            _require(self.parse.scope == "anywhere", f"{key}parse.scope",
+                     f"'anywhere' with prompt_mode={self.prompt_mode} (that prompt asks for no "
+                     "<answer> tag)", self.parse.scope)
+        _require(self.parse.coords != "pixels", f"{key}parse.coords",
+                 "auto, norm1000 or fraction (ground truth is compared in 0-1000 coordinates)",
+                 self.parse.coords)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,13 +527,14 @@ def _type_name(tp: Any) -> str:
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
 
 
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """Checks `value` against the annotation `tp` and returns it in that type."""
+def _convert(value: Any, tp: Any, key: str, base: Any = None) -> Any:
+    """Checks `value` against the annotation `tp` and returns it in that type. `base`: for a
+    section, the default it overlays (see _build)."""
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-        return _build(tp, value, key + ".")
+        return _build(tp, value, key + ".", base)
     if origin is Literal:
         if value not in typing.get_args(tp):
             raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
@@ -418,17 +577,33 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     raise TypeError(f"config field {key} has an unsupported annotation {tp!r}")
 
 
-def _build(cls: type, data: dict, prefix: str = "") -> Any:
+def _section_default(f: dataclasses.Field) -> Any:
+    """The default instance of a section field (its default_factory's product), else None."""
+    if f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+        return value if dataclasses.is_dataclass(value) else None
+    return None
+
+
+def _build(cls: type, data: dict, prefix: str = "", base: Any = None) -> Any:
+    """`data` overlaid on `base` (or on cls's defaults). A section's given keys replace only
+    themselves: the rest keep the defaults its parent chose (e.g. a stage whose trainer section
+    defaults to fp32 stays fp32 when only trainer.lr is set)."""
     hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - fields)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
             f"{prefix}{unknown[0]}: unknown key in section {cls.__name__}; "
             f"valid keys are: {', '.join(sorted(fields))}"
         )
-    kwargs = {name: _convert(value, hints[name], prefix + name) for name, value in data.items()}
-    return cls(**kwargs)
+    kwargs = {}
+    for name, value in data.items():
+        sub_base = getattr(base, name) if base is not None else _section_default(fields[name])
+        if not dataclasses.is_dataclass(sub_base):
+            sub_base = None
+        kwargs[name] = _convert(value, hints[name], prefix + name, sub_base)
+    return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
 
 
 def _check_all(obj: Any, key: str = "") -> None:

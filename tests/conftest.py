@@ -23,3 +23,16 @@ def tiny_model_factory(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tiny_model_factory):
     return tiny_model_factory("qwen2_vl")
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory):
+    """A small synthetic world (few samples per domain, one process): its directory."""
+    from dprl.config import WorldConfig
+    from dprl.data.world import generate_world
+
+    out = tmp_path_factory.mktemp("world")
+    cfg = WorldConfig(output_dir=str(out), train_per_domain=6, val_per_domain=2, test_per_domain=3,
+                      fgvr_train_per_domain=2, fgvr_test_per_domain=2, workers=1)
+    generate_world(cfg, progress=False)
+    return str(out)

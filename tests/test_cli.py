@@ -9,9 +9,11 @@ from dprl.cli import build_parser, main
 
 def test_help_lists_exactly_the_working_commands():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    assert sorted(sub.choices) == ["make-tiny-model", "smoke"]
+    assert sorted(sub.choices) == ["eval", "make-tiny-model", "smoke", "world"]
     out = run_cli("--help")
-    assert out.returncode == 0 and "smoke" in out.stdout and "make-tiny-model" in out.stdout
+    assert out.returncode == 0
+    for name in ("smoke", "make-tiny-model", "world", "eval"):
+        assert name in out.stdout
 
 
 def test_no_command_prints_help_and_fails(capsys):

@@ -86,3 +86,19 @@ def test_tiny_head_size_must_suit_vllm_cpu_attention():
     with pytest.raises(ConfigError, match=r"model.tiny.hidden_size: .*vLLM's CPU attention.*that is 16"):
         load_config(SmokeConfig, None, ["model.tiny.hidden_size=64"])
     assert load_config(SmokeConfig, None, ["model.tiny.hidden_size=256"]).model.tiny.hidden_size == 256
+
+
+def test_a_partial_section_keeps_the_defaults_its_parent_chose():
+    from dataclasses import dataclass, field
+
+    from dprl.config import RolloutConfig
+
+    @dataclass
+    class Stage:
+        rollout: RolloutConfig = field(default_factory=lambda: RolloutConfig(n=8, temperature=0.5))
+
+    cfg = load_config(Stage, None, ["rollout.max_tokens=7"])
+    assert (cfg.rollout.n, cfg.rollout.temperature, cfg.rollout.max_tokens) == (8, 0.5, 7)
+    assert load_config(Stage).rollout.n == 8
+    # The class default is still what a section without a parent default gets.
+    assert load_config(SmokeConfig, None, ["rollout.max_tokens=7"]).rollout.n == RolloutConfig().n
