@@ -358,6 +358,9 @@ class GRPOConfig:
         _require(self.grpo.aggregation != "token_mean" or self.trainer.grad_accum_steps == 1,
                  f"{key}trainer.grad_accum_steps", "1 with grpo.aggregation token_mean",
                  self.trainer.grad_accum_steps)
+
+
+@dataclass
 class WorldConfig:
     """`dprl world`: the synthetic fine-grained world (dprl/data). Deterministic for `seed`.
 
