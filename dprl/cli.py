@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dprl.config import ConfigError, EvalConfig, SmokeConfig, TinyModelConfig, WorldConfig, load_config
+from dprl.config import (ConfigError, EvalConfig, GRPOConfig, SmokeConfig, TinyModelConfig, WorldConfig,
+                         load_config)
 
 
 def _cmd_smoke(args: argparse.Namespace) -> int:
@@ -47,6 +48,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(f"dprl eval: {err}", file=sys.stderr)
         return 2
     print_summary(summary, cfg.output_dir)
+    return 0
+
+
+def _cmd_grpo(args: argparse.Namespace) -> int:
+    cfg = load_config(GRPOConfig, args.config, args.overrides)
+    from dprl.train.grpo import run_grpo
+
+    row = run_grpo(cfg)
+    if row:
+        print(f"last step: reward {row['reward/mean']:.3f}, Acc@0.5 {row['reward/acc@0.5']:.3f}, "
+              f"kl {row.get('train/kl', 0.0):.4f}; metrics, curves and the final checkpoint in "
+              f"{cfg.output_dir}")
     return 0
 
 
@@ -102,6 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="dotted overrides, e.g. backend=hf data.max_per_domain=10")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser(
+        "grpo",
+        help="GRPO with colocated rollouts, IoU/format rewards and the fused loss (DeepSpeed)",
+        description="Stage 2 of the recipe: sample G completions per prompt with the colocated "
+                    "engine, score them with rule rewards, update the policy with the GRPO loss "
+                    "and push the new weights into the engine, every step. Resumes from the last "
+                    "checkpoint in output_dir. Multi-process: torchrun --nproc_per_node N -m "
+                    "dprl.cli grpo ...",
+    )
+    p.add_argument("--config", help="YAML config file (see configs/grpo_tiny.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="dotted overrides, e.g. grpo.beta=0.02 trainer.lr=1e-6")
+    p.set_defaults(func=_cmd_grpo)
     return parser
 
 

@@ -284,6 +284,83 @@ class RewardConfig:
 
 
 @dataclass
+class GRPOAlgoConfig:
+    """The GRPO objective. Defaults are DeepPerception's: beta 0.04 (k3 KL), one update per
+    rollout batch, (r - mean) / (std + 1e-4), loss averaged over tokens then over sequences."""
+
+    beta: float = 0.04  # 0: no KL term and no reference model is loaded
+    eps_low: float = 0.2
+    eps_high: float = 0.2  # DAPO's clip-higher: raise this (e.g. 0.28)
+    aggregation: Literal["seq_mean", "token_mean", "dr_grpo"] = "seq_mean"
+    advantage: Literal["std", "mean_only"] = "std"  # mean_only: Dr. GRPO
+    advantage_eps: float = 1e-4
+    updates_per_rollout: int = 1  # mu: passes over each rollout batch (> 1 needs old log-probs)
+    # Truncated importance sampling for rollout/trainer mismatch: weight min(pi_old/pi_rollout, C).
+    tis_cap: float = 0.0  # 0: off
+
+    def check(self, key: str) -> None:
+        _require(self.beta >= 0, f"{key}beta", "a non-negative KL coefficient", self.beta)
+        _require(0 <= self.eps_low < 1, f"{key}eps_low", "a number in [0, 1)", self.eps_low)
+        _require(self.eps_high >= 0, f"{key}eps_high", "a non-negative number", self.eps_high)
+        _require(self.advantage_eps > 0, f"{key}advantage_eps", "a positive number", self.advantage_eps)
+        _require(self.updates_per_rollout >= 1, f"{key}updates_per_rollout", "at least 1",
+                 self.updates_per_rollout)
+        _require(self.tis_cap >= 0, f"{key}tis_cap", "0 (off) or a positive cap", self.tis_cap)
+
+
+@dataclass
+class GRPODataConfig:
+    """Prompts for GRPO: a KVG-Bench-schema grounding file (the world's train split by default)."""
+
+    path: str = "data/world/kvg_train.jsonl"
+    image_root: str = ""  # default: the file's folder
+    domains: list[str] = field(default_factory=list)  # empty: all
+    prompts_per_step: int = 2  # per rank; each gets rollout.n completions
+    shuffle_seed: int = 0
+
+    def check(self, key: str) -> None:
+        _require(bool(self.path), f"{key}path", "a data file path", self.path)
+        _require(self.prompts_per_step >= 1, f"{key}prompts_per_step", "at least 1", self.prompts_per_step)
+
+
+@dataclass
+class GRPOConfig:
+    """`dprl grpo`: GRPO with colocated rollouts, rule rewards and the fused loss."""
+
+    output_dir: str = "runs/grpo"
+    steps: int = 8  # rollout + update rounds
+    save_every: int = 4  # steps between resumable checkpoints (0: only at the end)
+    resume: bool = True  # continue from output_dir's last checkpoint if there is one
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: GRPODataConfig = field(default_factory=GRPODataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(
+        zero_stage=0, dtype="float32", lr=1e-6, micro_batch_size=8))
+    sync: WeightSyncConfig = field(default_factory=WeightSyncConfig)
+    grpo: GRPOAlgoConfig = field(default_factory=GRPOAlgoConfig)
+
+    def check(self, key: str) -> None:
+        _require(self.steps >= 1, f"{key}steps", "at least 1", self.steps)
+        _require(self.save_every >= 0, f"{key}save_every", "0 or a positive number of steps", self.save_every)
+        _require(self.rollout.n >= 2, f"{key}rollout.n",
+                 "at least 2 (group-relative advantages need a group)", self.rollout.n)
+        _require(self.rollout.temperature > 0, f"{key}rollout.temperature",
+                 "a positive sampling temperature", self.rollout.temperature)
+        seqs = self.data.prompts_per_step * self.rollout.n
+        geometry = self.trainer.micro_batch_size * self.trainer.grad_accum_steps
+        _require(seqs == geometry, f"{key}trainer.grad_accum_steps",
+                 f"micro_batch_size x grad_accum_steps = data.prompts_per_step x rollout.n = {seqs} "
+                 f"sequences per rank and update (got {self.trainer.micro_batch_size} x "
+                 f"{self.trainer.grad_accum_steps} = {geometry})", self.trainer.grad_accum_steps)
+        # DAPO's token mean normalises by the tokens of the whole batch; split into micro-batches
+        # it would normalise each by its own count, so the update would depend on the split.
+        _require(self.grpo.aggregation != "token_mean" or self.trainer.grad_accum_steps == 1,
+                 f"{key}trainer.grad_accum_steps", "1 with grpo.aggregation token_mean",
+                 self.trainer.grad_accum_steps)
+
+
+@dataclass
 class WorldConfig:
     """`dprl world`: the synthetic fine-grained world (dprl/data). Deterministic for `seed`.
 

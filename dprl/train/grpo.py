@@ -1,0 +1,259 @@
+"""`dprl grpo`: GRPO for vision-language models with colocated rollouts.
+
+One step, every phase timed into the metrics:
+  rollout   G completions per prompt from the colocated engine (vLLM in this process)
+  reward    named, weighted rule rewards over the whole batch (dprl.rewards, C++)
+  ref/old   reference log-probs (frozen copy; skipped when beta = 0) and old log-probs (only
+            when a rollout batch is used for more than one update, or for importance weights)
+  update    group advantages, then the fused GRPO loss on completion positions only, in
+            micro-batches with DeepSpeed gradient accumulation
+  sync      the new weights into the engine, bucket by bucket
+Checkpoints hold the DeepSpeed state (model, optimizer, scheduler) and the step; prompts and
+sampling seeds are functions of the step, so a resumed run continues exactly.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from dprl.config import GRPOConfig, save_config
+from dprl.kernels import GRPOLossParams
+from dprl.train.advantages import group_advantages
+from dprl.train.grpo_data import grounding_request, step_indices
+from dprl.train.metrics import MetricsWriter, PhaseTimer, peak_memory_gib, plot_curves
+from dprl.train.policy import grpo_policy_loss, token_logprobs
+from dprl.train.sequences import build_policy_batch
+
+
+def _loss_params(cfg: GRPOConfig) -> GRPOLossParams:
+    g = cfg.grpo
+    return GRPOLossParams(eps_low=g.eps_low, eps_high=g.eps_high, beta=g.beta,
+                          tis_cap=g.tis_cap or None, aggregation=g.aggregation,
+                          max_completion_length=cfg.rollout.max_tokens)
+
+
+def resolve_model_path(cfg: GRPOConfig, is_main: bool) -> str:
+    """The checkpoint to train: model.path, or the tiny model built once into the run dir."""
+    if cfg.model.path:
+        return os.path.expanduser(cfg.model.path)
+    path = os.path.join(cfg.output_dir, "tiny-model")
+    if is_main and not os.path.isfile(os.path.join(path, "model.safetensors")):
+        from dprl.models.tiny import make_tiny_model
+
+        make_tiny_model(path, cfg.model.tiny)
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return path
+
+
+def load_prompts(cfg: GRPOConfig):
+    """Grounding samples of the training file (KVG-Bench schema); bad rows are skipped by id."""
+    from dprl.data.kvg import load_samples
+
+    samples, bad = load_samples(cfg.data.path, "kvg", cfg.data.image_root, cfg.data.domains)
+    return samples, bad
+
+
+def _open(sample, root: str):
+    from dprl.data.kvg import open_image
+
+    return open_image(sample.image, root)
+
+
+class GRPOTrainer:
+    """Holds the policy engine, reference model, rollout engine and reward; `train()` runs."""
+
+    def __init__(self, cfg: GRPOConfig, samples=None, open_image=None):
+        from dprl.models.loading import load_model, load_processor
+        from dprl.rewards import from_config, reward_fn
+        from dprl.rollout import build_engine as build_rollout
+        from dprl.train.engine import build_engine, init_distributed
+
+        self.cfg = cfg
+        # The cosine runs over the optimizer steps this run will take.
+        cfg.trainer.total_steps = cfg.steps * cfg.grpo.updates_per_rollout
+        init_distributed(cfg.trainer)
+        self.rank = torch.distributed.get_rank()
+        self.world = torch.distributed.get_world_size()
+        self.is_main = self.rank == 0
+        if self.is_main:
+            os.makedirs(cfg.output_dir, exist_ok=True)
+            save_config(cfg, cfg.output_dir)
+        self.model_path = resolve_model_path(cfg, self.is_main)
+        if samples is None:
+            samples, self.bad_samples = load_prompts(cfg)
+        else:
+            self.bad_samples = []
+        self.samples = samples
+        self.image_root = cfg.data.image_root or os.path.dirname(os.path.abspath(cfg.data.path))
+        self._open = open_image or (lambda s: _open(s, self.image_root))
+        self.processor = load_processor(self.model_path)
+        self.pad_id = self.processor.tokenizer.pad_token_id
+        from dprl.rollout import VISION_TOKENS
+
+        # The sampler never draws these; the trainer scores the same renormalised distribution.
+        self.banned = torch.tensor(self.processor.tokenizer.convert_tokens_to_ids(list(VISION_TOKENS)))
+
+        policy = load_model(self.model_path, dtype=cfg.trainer.dtype)
+        self.engine, self.optimizer, self.scheduler = build_engine(policy, cfg.trainer)
+        self.ref = None
+        if cfg.grpo.beta > 0:
+            self.ref = load_model(self.model_path, dtype=cfg.trainer.dtype).requires_grad_(False)
+        # Built after the training world exists, so a colocated vLLM joins it.
+        self.rollout = build_rollout(self.model_path, cfg.rollout, dtype=cfg.model.dtype)
+        self.reward = from_config(cfg.reward)
+        self.accuracy = reward_fn("acc", 0.5)  # KVG-Bench's Acc@0.5, logged whatever is trained on
+        self.loss_params = _loss_params(cfg)
+        self.ckpt_dir = os.path.join(cfg.output_dir, "checkpoints")
+        self.start_step = self._resume() if cfg.resume else 0
+        if self.start_step:
+            from dprl.train.weight_sync import sync_weights
+
+            sync_weights(self.engine, self.rollout, cfg.sync)  # the engine starts from the base model
+        self.writer = MetricsWriter(cfg.output_dir, enabled=self.is_main)
+        self.writer.truncate_after(self.start_step)
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def _resume(self) -> int:
+        if not os.path.isfile(os.path.join(self.ckpt_dir, "latest")):
+            return 0
+        path, state = self.engine.load_checkpoint(self.ckpt_dir)
+        if path is None:
+            return 0
+        torch.set_rng_state(state["torch_rng"])
+        return int(state["step"])
+
+    def save_checkpoint(self, step: int) -> None:
+        self.engine.save_checkpoint(self.ckpt_dir, tag=f"step{step}",
+                                    client_state={"step": step, "torch_rng": torch.get_rng_state()})
+
+    # -- one step ---------------------------------------------------------------------------------
+    def step(self, step: int) -> dict:
+        cfg, timer = self.cfg, PhaseTimer()
+        G = cfg.rollout.n
+        idx = step_indices(len(self.samples), step, cfg.data.prompts_per_step, self.rank, self.world,
+                           cfg.data.shuffle_seed)
+        prompts = [self.samples[i] for i in idx]
+        images = [self._open(s) for s in prompts]
+        requests = [grounding_request(s.question, im) for s, im in zip(prompts, images)]
+
+        with timer("rollout"):
+            comps = self.rollout.generate(requests, seed=cfg.rollout.seed + 1_000_003 * step + self.rank)
+        with timer("reward"):
+            texts = [c.text for c in comps]
+            total, parts = self.reward.score(texts, boxes=[prompts[c.prompt_index].gt_boxes for c in comps])
+            rewards = torch.from_numpy(total).float()  # (S,)
+            adv = group_advantages(rewards, G, cfg.grpo.advantage, cfg.grpo.advantage_eps)
+
+        prompt_texts = [self.processor.apply_chat_template(r.messages, tokenize=False,
+                                                           add_generation_prompt=True) for r in requests]
+        prompt_images = [r.images for r in requests]
+        seqs = [(c.prompt_index, c.token_ids) for c in comps]
+        full = build_policy_batch(self.processor, prompt_texts, prompt_images, seqs, self.pad_id)
+        lengths = full.completion_lengths()  # (S,)
+        offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])  # (S + 1,)
+        rollout_logp = torch.cat([c.logprob_tensor() for c in comps])  # (N,)
+
+        ref_logp = old_logp = None
+        with torch.no_grad():
+            if self.ref is not None:
+                with timer("ref"):
+                    ref_logp = token_logprobs(self.ref, full, cfg.rollout.temperature, self.banned)  # (N,)
+            need_old = cfg.grpo.updates_per_rollout > 1 or cfg.grpo.tis_cap > 0
+            with timer("old"):
+                # The trainer's view of the sampled tokens before any update: the importance
+                # ratio's denominator when a batch is reused, and the staleness check always.
+                trainer_logp = token_logprobs(self.engine, full, cfg.rollout.temperature, self.banned)  # (N,)
+            if need_old:
+                old_logp = trainer_logp
+
+        micro = cfg.trainer.micro_batch_size
+        lr = self.scheduler.get_last_lr()[0]  # the rate this step's updates use
+        sums: dict[str, float] = {}
+        with timer("update"):
+            for _ in range(cfg.grpo.updates_per_rollout):
+                for a in range(0, len(seqs), micro):
+                    b = min(a + micro, len(seqs))
+                    t0, t1 = offsets[a].item(), offsets[b].item()
+                    mb = build_policy_batch(self.processor, prompt_texts, prompt_images, seqs[a:b], self.pad_id)
+                    loss, m, _ = grpo_policy_loss(
+                        self.engine, mb, adv.advantages[a:b],
+                        old_logp=None if old_logp is None else old_logp[t0:t1],
+                        ref_logp=None if ref_logp is None else ref_logp[t0:t1],
+                        rollout_logp=rollout_logp[t0:t1] if cfg.grpo.tis_cap > 0 else None,
+                        temperature=cfg.rollout.temperature, params=self.loss_params, num_seqs=b - a,
+                        banned=self.banned)
+                    self.engine.backward(loss)
+                    self.engine.step()
+                    for k, v in {"loss": loss.item(), **{k: float(v) for k, v in m.items()}}.items():
+                        sums[k] = sums.get(k, 0.0) + v
+        n_micro = cfg.grpo.updates_per_rollout * -(-len(seqs) // micro)
+
+        with timer("sync"):
+            from dprl.train.weight_sync import sync_weights
+
+            sync = sync_weights(self.engine, self.rollout, cfg.sync)
+
+        from dprl.train.staleness import staleness_metrics
+
+        comp_tokens = int(lengths.sum())
+        row = {
+            "reward/mean": float(rewards.mean()), "reward/std": float(rewards.std()),
+            **{f"reward/{k}": float(v.mean()) for k, v in parts.items()},
+            **{f"train/{k}": v / n_micro for k, v in sums.items()},
+            "train/lr": lr,
+            "train/zero_variance_groups": adv.num_zero_variance,
+            "train/groups": len(prompts),
+            "completion/length_mean": float(lengths.float().mean()),
+            "completion/length_max": int(lengths.max()),
+            "completion/clipped_fraction": sum(c.finish_reason == "length" for c in comps) / len(comps),
+            **staleness_metrics(rollout_logp, trainer_logp),
+            **timer.metrics(),
+            **{k: v for k, v in sync.items() if k != "sync/seconds"},
+            "memory/peak_gib": peak_memory_gib(),
+        }
+        step_s = sum(timer.seconds.values())
+        row["time/step_s"] = step_s
+        row["throughput/completion_tokens_per_s"] = comp_tokens / max(step_s, 1e-9)
+        row["throughput/rollout_tokens_per_s"] = comp_tokens / max(timer.seconds["rollout"], 1e-9)
+        row["reward/acc@0.5"] = float(self.accuracy.score(texts, boxes=[prompts[c.prompt_index].gt_boxes
+                                                                          for c in comps])[0].mean())
+        return row
+
+    # -- the run ----------------------------------------------------------------------------------
+    def train(self, stop_after: int | None = None) -> dict:
+        """Runs steps start_step..cfg.steps-1 (or stops after `stop_after` steps, for tests)."""
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        last = cfg.steps if stop_after is None else min(cfg.steps, self.start_step + stop_after)
+        bar = tqdm(range(self.start_step, last), initial=self.start_step, total=cfg.steps,
+                   desc="grpo", unit="step", disable=not self.is_main)
+        row = {}
+        for step in bar:
+            row = self.step(step)
+            self.writer.write(step + 1, row)
+            bar.set_postfix(reward=f"{row['reward/mean']:.3f}", kl=f"{row.get('train/kl', 0):.4f}")
+            done = step + 1
+            if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps:
+                self.save_checkpoint(done)
+        if last == cfg.steps:
+            self.finish()
+        return row
+
+    def finish(self) -> None:
+        """HF-format weights of the trained policy and the run's curves, for eval and plots."""
+        from dprl.train.export import export_hf
+
+        export_hf(self.engine, self.processor, os.path.join(self.cfg.output_dir, "final"), self.is_main)
+        if self.is_main:
+            plot_curves(self.writer.path, ["reward/mean", "train/kl", "train/clip_fraction",
+                                           "completion/length_mean"],
+                        os.path.join(self.cfg.output_dir, "curves.png"), title="GRPO")
+        self.writer.close()
+
+
+def run_grpo(cfg: GRPOConfig) -> dict:
+    trainer = GRPOTrainer(cfg)
+    return trainer.train()
