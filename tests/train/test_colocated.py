@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+from cli_runner import child_env
+
 pytestmark = pytest.mark.vllm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -21,8 +23,8 @@ FP32_TOL = 1e-5  # engine vs trainer log-probs in fp32 (measured ~1e-6)
 
 
 def _run(cmd, out_dir, nproc=1):
-    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, 2 // nproc)),
-               PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
+    env = child_env(OMP_NUM_THREADS=str(max(1, 2 // nproc)),
+                    PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return [json.load(open(out_dir / f"rank{r}.json")) for r in range(nproc)]

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from cli_runner import child_env
+
 from dprl.config import ConfigError, TrainerConfig, WeightSyncConfig, load_config
 from dprl.train.engine import deepspeed_config, is_vision_param, lr_multiplier
 
@@ -63,7 +65,7 @@ def test_bad_sync_and_rollout_values_are_named():
 @pytest.mark.parametrize("stage, dtype", [(3, "float32"), (2, "bfloat16")])
 def test_steps_schedule_and_frozen_vision(tmp_path, stage, dtype):
     out = tmp_path / "r.json"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO)
+    env = child_env(OMP_NUM_THREADS="1", PYTHONPATH=REPO)
     proc = subprocess.run([sys.executable, os.path.join(HERE, "engine_run.py"), str(out), str(stage), dtype],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from cli_runner import child_env
+
 from dprl.config import WorldConfig, load_config
 
 pytestmark = pytest.mark.vllm
@@ -35,7 +37,7 @@ def _grpo(world, out, nproc=1, *extra):
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={nproc}", "-m", "dprl.cli", *args]
-    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, 2 // nproc)))
+    env = child_env(OMP_NUM_THREADS=str(max(1, 2 // nproc)))
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
