@@ -105,6 +105,12 @@ class RolloutConfig:
     seed: int = 0
     kv_cache_gib: int = 1  # vLLM's CPU KV-cache size in whole GiB (VLLM_CPU_KVCACHE_SPACE)
     max_model_len: int = 2048
+    stop: list[str] = field(default_factory=list)  # extra stop strings (EOS always stops)
+    backend: Literal["vllm", "hf"] = "vllm"  # hf: transformers generate, the slow baseline
+    # GPU only: build vLLM with sleep mode so sleep() frees the KV cache while training runs.
+    # vLLM's CPU backend has no sleep mode; there sleep()/wake_up() are no-ops.
+    sleep_mode: bool = True
+    gpu_memory_utilization: float = 0.5  # GPU only: the engine's share, the rest is training's
 
     def check(self, key: str) -> None:
         _require(self.n >= 1, f"{key}n", "at least 1", self.n)
@@ -118,6 +124,10 @@ class RolloutConfig:
                  self.kv_cache_gib)
         _require(self.max_model_len > self.max_tokens, f"{key}max_model_len",
                  f"more than max_tokens={self.max_tokens}", self.max_model_len)
+        _require(all(isinstance(t, str) and t for t in self.stop), f"{key}stop",
+                 "a list of non-empty strings", self.stop)
+        _require(0 < self.gpu_memory_utilization < 1, f"{key}gpu_memory_utilization",
+                 "a fraction in (0, 1)", self.gpu_memory_utilization)
 
 
 @dataclass
@@ -141,6 +151,66 @@ class SmokeConfig:
             _require(self.atol >= 1e-3, f"{key}atol",
                      f"at least 1e-3 with model.dtype={self.model.dtype} (half-precision log-probs "
                      "differ by ~3e-3 between engines)", self.atol)
+
+
+@dataclass
+class TrainerConfig:
+    """The DeepSpeed engine every training stage (SFT, GRPO) builds: ZeRO stage, precision,
+    batch geometry, clipping, a torch AdamW and a cosine schedule with linear warmup."""
+
+    zero_stage: int = 3
+    dtype: Literal["float32", "bfloat16"] = "bfloat16"
+    micro_batch_size: int = 1  # per rank
+    grad_accum_steps: int = 1
+    grad_clip: float = 1.0  # max global grad norm; 0 turns clipping off
+    lr: float = 5e-6
+    min_lr_ratio: float = 0.0  # the cosine ends at lr * min_lr_ratio
+    warmup_steps: int = 0
+    total_steps: int = 1000  # optimizer steps; the length of the cosine
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    freeze_vision: bool = True  # DeepPerception freezes the vision tower and its merger
+    # ZeRO-3 keeps parameters with fewer elements than this whole on every rank. DeepSpeed's
+    # default (1e5) would keep every tensor of a tiny model whole; 0 partitions everything.
+    param_persistence_threshold: int = 100_000
+    # DeepSpeed JIT-compiles a shared-memory all-reduce for CPU worlds on every fresh machine
+    # (about a minute); gloo alone is correct, so that op is only built when asked for.
+    cpu_shm_comm: bool = False
+
+    def check(self, key: str) -> None:
+        _require(self.zero_stage in (0, 1, 2, 3), f"{key}zero_stage", "0, 1, 2 or 3", self.zero_stage)
+        _require(self.micro_batch_size >= 1, f"{key}micro_batch_size", "at least 1",
+                 self.micro_batch_size)
+        _require(self.grad_accum_steps >= 1, f"{key}grad_accum_steps", "at least 1",
+                 self.grad_accum_steps)
+        _require(self.grad_clip >= 0, f"{key}grad_clip", "a non-negative norm (0: off)", self.grad_clip)
+        _require(self.lr > 0, f"{key}lr", "a positive learning rate", self.lr)
+        _require(0 <= self.min_lr_ratio <= 1, f"{key}min_lr_ratio", "a fraction in [0, 1]",
+                 self.min_lr_ratio)
+        _require(self.total_steps >= 1, f"{key}total_steps", "at least 1", self.total_steps)
+        _require(0 <= self.warmup_steps <= self.total_steps, f"{key}warmup_steps",
+                 f"between 0 and total_steps={self.total_steps}", self.warmup_steps)
+        _require(self.weight_decay >= 0, f"{key}weight_decay", "a non-negative number",
+                 self.weight_decay)
+        _require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{key}betas",
+                 "two numbers in [0, 1)", self.betas)
+        _require(self.eps > 0, f"{key}eps", "a positive number", self.eps)
+        _require(self.param_persistence_threshold >= 0, f"{key}param_persistence_threshold",
+                 "a non-negative element count", self.param_persistence_threshold)
+
+
+@dataclass
+class WeightSyncConfig:
+    """How trained weights reach the rollout engine after an optimizer step."""
+
+    # Tensors are gathered (ZeRO-3) and sent one bucket at a time, so the extra memory is about
+    # one bucket. Buckets hold whole decoder blocks: a block larger than this is one bucket.
+    bucket_mb: float = 256.0
+    trainable_only: bool = True  # send only what training changes (frozen vision tower stays)
+
+    def check(self, key: str) -> None:
+        _require(self.bucket_mb > 0, f"{key}bucket_mb", "a positive size in MiB", self.bucket_mb)
 
 
 @dataclass

@@ -48,7 +48,9 @@ def run_smoke(cfg: SmokeConfig) -> dict:
     from dprl.models.loading import load_model, load_processor
     from dprl.models.scoring import completion_logprobs
     from dprl.models.tiny import make_tiny_model
-    from dprl.rollout.vllm_engine import VISION_TOKENS, VLLMGenerator
+    from dprl.rollout import VISION_TOKENS, RolloutRequest
+    from dprl.rollout.prompts import prompt_text
+    from dprl.rollout.vllm_engine import VLLMEngine
 
     os.makedirs(cfg.output_dir, exist_ok=True)
     save_config(cfg, cfg.output_dir)
@@ -58,18 +60,13 @@ def run_smoke(cfg: SmokeConfig) -> dict:
     timings["model_build_s"] = time.perf_counter() - t0
 
     processor = load_processor(model_path)
-    prompts, images = [], []
-    for i in range(cfg.num_prompts):
-        image = demo_image(i)
-        text = processor.apply_chat_template(demo_messages(i), tokenize=False, add_generation_prompt=True)
-        prompts.append({"prompt": text, "multi_modal_data": {"image": [image]}})
-        images.append(image)
+    requests = [RolloutRequest(demo_messages(i), [demo_image(i)]) for i in range(cfg.num_prompts)]
 
     t0 = time.perf_counter()
-    engine = VLLMGenerator(model_path, cfg.rollout, dtype=cfg.model.dtype)
+    engine = VLLMEngine(model_path, cfg.rollout, dtype=cfg.model.dtype)
     timings["engine_build_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    completions = engine.generate(prompts)
+    completions = engine.generate(requests)
     timings["generate_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -77,9 +74,9 @@ def run_smoke(cfg: SmokeConfig) -> dict:
     banned = processor.tokenizer.convert_tokens_to_ids(list(VISION_TOKENS))
     max_err, n_tokens, rows = 0.0, 0, []
     for c in completions:
-        hf = completion_logprobs(model, processor, prompts[c.prompt_index]["prompt"],
-                                 [images[c.prompt_index]], c.token_ids, cfg.rollout.temperature, banned,
-                                 cfg.rollout.top_k, cfg.rollout.top_p)
+        req = requests[c.prompt_index]
+        hf = completion_logprobs(model, processor, prompt_text(processor, req), req.images, c.token_ids,
+                                 cfg.rollout.temperature, banned, cfg.rollout.top_k, cfg.rollout.top_p)
         err = max((abs(a - b) for a, b in zip(c.logprobs, hf.tolist())), default=0.0)
         if not math.isfinite(err):
             err = float("inf")

@@ -25,6 +25,23 @@ def truncate_logits(logits: torch.Tensor, top_k: int = -1, top_p: float = 1.0) -
     return logits
 
 
+def completion_inputs(processor, prompt_text: str, images: list, completion_ids: list[int]) -> tuple[dict, int]:
+    """Model inputs for prompt + completion -> (inputs, P), P the expanded prompt length.
+
+    `prompt_text` is the chat-templated prompt with one <|image_pad|> per image (the processor
+    expands it to the image's patch count); the completion follows it as text tokens.
+    """
+    inputs = processor(text=[prompt_text], images=images or None, return_tensors="pt")
+    prompt_ids = inputs["input_ids"]  # (1, P)
+    comp = torch.tensor([completion_ids], dtype=prompt_ids.dtype)  # (1, T)
+    input_ids = torch.cat([prompt_ids, comp], dim=1)  # (1, P + T)
+    extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+    if "mm_token_type_ids" in extra:  # per-token modality of the prompt; completions are text (0)
+        types = extra["mm_token_type_ids"]  # (1, P)
+        extra["mm_token_type_ids"] = torch.cat([types, types.new_zeros(comp.shape)], dim=1)  # (1, P + T)
+    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), **extra}, prompt_ids.shape[1]
+
+
 @torch.no_grad()
 def completion_logprobs(model, processor, prompt_text: str, images: list, completion_ids: list[int],
                         temperature: float = 1.0, banned_token_ids: list[int] = (),
@@ -35,18 +52,13 @@ def completion_logprobs(model, processor, prompt_text: str, images: list, comple
     top-p applied, as the sampler drew the tokens. `prompt_text` is the chat-templated prompt
     with one <|image_pad|> per image (the processor expands it to the image's patch count).
     """
-    inputs = processor(text=[prompt_text], images=images or None, return_tensors="pt")
-    prompt_ids = inputs["input_ids"]  # (1, P)
-    comp = torch.tensor([completion_ids], dtype=prompt_ids.dtype)  # (1, T)
-    input_ids = torch.cat([prompt_ids, comp], dim=1)  # (1, P + T)
-    extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
-    if "mm_token_type_ids" in extra:  # per-token modality of the prompt; completions are text (0)
-        types = extra["mm_token_type_ids"]  # (1, P)
-        extra["mm_token_type_ids"] = torch.cat([types, types.new_zeros(comp.shape)], dim=1)  # (1, P + T)
-    out = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **extra)
-    P, T = prompt_ids.shape[1], comp.shape[1]
+    inputs, P = completion_inputs(processor, prompt_text, images, completion_ids)
+    device = next(model.parameters()).device
+    out = model(**{k: v.to(device) for k, v in inputs.items()})
+    T = len(completion_ids)
     logits = out.logits[0, P - 1:P - 1 + T].float()  # (T, V): position t predicts token t + 1
     if len(banned_token_ids):
         logits[:, list(banned_token_ids)] = float("-inf")
     logits = truncate_logits(logits / temperature, top_k, top_p)  # (T, V)
-    return selective_logprob(logits, comp[0])  # (T,)
+    targets = inputs["input_ids"][0, P:].to(logits.device)  # (T,)
+    return selective_logprob(logits, targets)  # (T,)

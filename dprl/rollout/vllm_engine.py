@@ -1,54 +1,58 @@
-"""In-process vLLM generation for image+text prompts, returning sampled-token log-probs.
+"""The colocated vLLM rollout engine: generation inside the training process, weights pushed in.
 
-The engine runs inside the calling process (no server, no engine subprocess), which is what a
-colocated trainer needs. The returned log-probs are those of the distribution actually sampled
-from (vLLM's "processed" log-probs: after temperature, masking and top-k/top-p), which is the
-quantity a GRPO importance ratio compares with the trainer's.
+The engine runs in the calling process (no server, no engine subprocess), so trained tensors can
+be handed to it directly. Under torchrun the training world is created first and each rank
+builds its own engine on top of it (vLLM's "external_launcher" executor reuses the existing
+torch.distributed world instead of starting one). The returned log-probs are those of the
+distribution actually sampled from (vLLM's "processed" log-probs: after temperature, masking and
+top-k/top-p), the quantity a GRPO importance ratio compares with the trainer's.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import torch
 
 from dprl.config import RolloutConfig
+from dprl.rollout.base import VISION_TOKENS, Completion, RolloutEngine, RolloutRequest, seeded
+from dprl.rollout.prompts import prompt_text
 
-# Tokens a completion must never contain: a sampled <|image_pad|> makes the trainer's forward
-# fail ("Image features and image tokens do not match"), and the others open vision spans.
-VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
-
-
-@dataclass
-class Completion:
-    """One sampled completion of one prompt."""
-
-    prompt_index: int
-    token_ids: list[int]
-    text: str
-    logprobs: list[float]  # fp32 log p(token) under the sampling distribution, one per token
-    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+__all__ = ["VLLMEngine", "VISION_TOKENS", "Completion"]
 
 
-def _prepare_cpu_process(cfg: RolloutConfig) -> None:
-    """Process-wide settings vLLM's CPU backend needs; must run before vLLM is imported."""
-    # Keep the engine in this process, so weights can later be pushed into it directly.
+def _prepare_process(cfg: RolloutConfig) -> None:
+    """Process-wide settings vLLM needs; must run before vLLM is imported."""
+    # Keep the engine in this process, so weights can be pushed into it directly (with engine
+    # multiprocessing on, tensors cannot be passed through collective_rpc).
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(cfg.kv_cache_gib)
-    import torch
+    if not torch.cuda.is_available():
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(cfg.kv_cache_gib)
+        if hasattr(torch._C, "_cpu"):
+            # vLLM's CPU attention uses AMX tiles; Linux kills a process that never asked for
+            # AMX permission with SIGILL (exit 132) on some batches.
+            torch._C._cpu._init_amx()
 
-    if not torch.cuda.is_available() and hasattr(torch._C, "_cpu"):
-        # vLLM's CPU attention uses AMX tiles; Linux kills a process that never asked for AMX
-        # permission with SIGILL (exit 132) on some batches.
-        torch._C._cpu._init_amx()
 
-
-class VLLMGenerator:
-    """Builds one in-process `vllm.LLM` for a local checkpoint and samples from it."""
+class VLLMEngine(RolloutEngine):
+    """One in-process `vllm.LLM` for a local checkpoint, behind the RolloutEngine contract."""
 
     def __init__(self, model_path: str, cfg: RolloutConfig, dtype: str = "float32"):
-        _prepare_cpu_process(cfg)
+        _prepare_process(cfg)
         from vllm import LLM
 
+        from dprl.models.loading import load_processor
+
         self.cfg = cfg
+        self.on_gpu = torch.cuda.is_available()
+        extra = {}
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Colocated with a training world: join it rather than create a second one (vLLM
+            # creating the world under torchrun fails on rank 1).
+            extra["distributed_executor_backend"] = "external_launcher"
+        if self.on_gpu:
+            extra["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+            extra["enable_sleep_mode"] = cfg.sleep_mode
         self.llm = LLM(
             model=model_path,
             dtype=dtype,
@@ -58,13 +62,21 @@ class VLLMGenerator:
             limit_mm_per_prompt={"image": 4, "video": 0},
             enforce_eager=True,
             disable_log_stats=True,
+            tensor_parallel_size=1,
+            **extra,
         )
+        self.processor = load_processor(model_path)
         self.tokenizer = self.llm.get_tokenizer()
         vocab = self.tokenizer.get_vocab()
-        banned = {vocab[t] for t in VISION_TOKENS if t in vocab}
-        self.vocab_size = self.llm.llm_engine.model_config.get_vocab_size()
+        self.banned_token_ids = sorted(vocab[t] for t in VISION_TOKENS if t in vocab)
+        banned = set(self.banned_token_ids)
         self.allowed_token_ids = [i for i in range(len(self.tokenizer)) if i not in banned]
+        self.weights_version = 0
+        self._calls = 0
+        self._asleep = False
+        self._weights_dropped = False
 
+    # -- generation ------------------------------------------------------------------------------
     def sampling_params(self):
         from vllm import SamplingParams
 
@@ -75,19 +87,89 @@ class VLLMGenerator:
             top_p=c.top_p,
             top_k=c.top_k,
             max_tokens=c.max_tokens,
+            stop=list(c.stop) or None,
             logprobs=0,  # only the sampled token's log-prob
             allowed_token_ids=self.allowed_token_ids,
         )
 
-    def generate(self, prompts: list[dict]) -> list[Completion]:
-        """prompts: vLLM prompt dicts ({"prompt": text, "multi_modal_data": {"image": [...]}}).
+    def _vllm_prompt(self, request: RolloutRequest) -> dict:
+        prompt = {"prompt": prompt_text(self.processor, request)}
+        if request.images:
+            prompt["multi_modal_data"] = {"image": list(request.images)}
+        return prompt
 
-        Returns `cfg.n` completions per prompt, prompt by prompt.
-        """
-        outputs = self.llm.generate(prompts, self.sampling_params(), use_tqdm=False)
+    def _check_ready(self) -> None:
+        if self._asleep:
+            raise RuntimeError("VLLMEngine: generate/score while asleep; call wake_up() first")
+        if self._weights_dropped:
+            raise RuntimeError("VLLMEngine: the weights were dropped by sleep(level=2); sync all "
+                               "weights (update_weights with final=True) before generating")
+
+    def generate(self, requests: Sequence[RolloutRequest], seed: int | None = None) -> list[Completion]:
+        self._check_ready()
+        # vLLM's CPU and GPU samplers draw their noise from the global torch RNG when requests
+        # carry no seed of their own, so seeding it around the call makes a batch reproducible.
+        seed = self.cfg.seed + self._calls if seed is None else seed
+        self._calls += 1
+        prompts = [self._vllm_prompt(r) for r in requests]
+        with seeded(seed):
+            outputs = self.llm.generate(prompts, self.sampling_params(), use_tqdm=False)
         result = []
         for i, out in enumerate(outputs):
             for seq in out.outputs:
                 lps = [step[tok].logprob for step, tok in zip(seq.logprobs, seq.token_ids)]
-                result.append(Completion(i, list(seq.token_ids), seq.text, lps, seq.finish_reason))
+                result.append(Completion(i, list(seq.token_ids), seq.text, lps, seq.finish_reason,
+                                         len(out.prompt_token_ids), self.weights_version))
         return result
+
+    @torch.no_grad()
+    def score(self, request: RolloutRequest, completion_ids: Sequence[int]) -> torch.Tensor:
+        from vllm import SamplingParams
+
+        self._check_ready()
+        # The tokenizer's ids (one <|image_pad|> per image): the engine expands them itself.
+        ids = self.tokenizer(prompt_text(self.processor, request), add_special_tokens=False)["input_ids"]
+        prompt = {"prompt_token_ids": list(ids) + list(completion_ids)}
+        if request.images:
+            prompt["multi_modal_data"] = {"image": list(request.images)}
+        params = SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=0)
+        with seeded(0):
+            (out,) = self.llm.generate([prompt], params, use_tqdm=False)
+        tail = out.prompt_logprobs[-len(completion_ids):]
+        return torch.tensor([step[tok].logprob for step, tok in zip(tail, completion_ids)],
+                            dtype=torch.float32)  # (T,)
+
+    # -- weights and memory ----------------------------------------------------------------------
+    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], final: bool = True) -> None:
+        if self._asleep:
+            raise RuntimeError("VLLMEngine: update_weights while asleep; call wake_up() first")
+        weights = list(named_tensors)
+        if weights:
+            # vLLM's in-place reload maps HF checkpoint names itself and fuses q/k/v and gate/up;
+            # calling the model's load_weights directly fails on CPU (linear weights are repacked).
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights,
+                                                               "is_checkpoint_format": True})
+        if final:
+            self.reset_caches()
+            self.weights_version += 1
+            self._weights_dropped = False
+
+    def reset_caches(self) -> None:
+        self.llm.reset_prefix_cache()
+        # The engine-side encoder cache keeps image embeddings by content hash; without this
+        # reset the next multimodal request fails with "Encoder cache miss" after a reload.
+        self.llm.llm_engine.reset_encoder_cache()
+
+    def sleep(self, level: int = 1) -> None:
+        if level not in (1, 2):
+            raise ValueError(f"sleep level must be 1 (free KV cache) or 2 (also weights), got {level}")
+        if self.on_gpu and self.cfg.sleep_mode:
+            self.llm.sleep(level=level)
+            self._weights_dropped = self._weights_dropped or level == 2
+        # vLLM's CPU backend rejects sleep mode: nothing is freed there, and nothing is lost.
+        self._asleep = True
+
+    def wake_up(self) -> None:
+        if self._asleep and self.on_gpu and self.cfg.sleep_mode:
+            self.llm.wake_up()
+        self._asleep = False

@@ -1,0 +1,1 @@
+"""Training: the shared DeepSpeed engine builder, weight sync into the rollout engine, metrics."""
