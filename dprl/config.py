@@ -262,6 +262,8 @@ class SFTConfig:
     # them one by one here.
     freeze_vision_tower: bool = True
     freeze_projector: bool = True
+    # Recompute activations in the backward pass: less memory for long sequences on big models.
+    gradient_checkpointing: bool = False
     log_every: int = 1  # optimizer steps between metric rows
     save_every: int = 0  # optimizer steps between resumable states; 0: only at the end
     resume: bool = True  # continue from output_dir/state when it holds one

@@ -102,6 +102,8 @@ def run_sft(cfg: SFTConfig) -> dict:
     # Loaded in the training precision: a bf16 7B is 15 GB per rank where fp32 would be 30.
     model = load_model(model_path, dtype=cfg.trainer.dtype)
     model.config.use_cache = False  # no KV cache while training
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     counts = apply_freezing(model, cfg.freeze_vision_tower, cfg.freeze_projector)
 
     grounding = load_grounding(cfg.data.train_path, cfg.data.image_root, cfg.data.max_samples)
