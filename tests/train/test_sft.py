@@ -61,7 +61,7 @@ def test_sft_learns_the_answer_format(tmp_path, toy_data, tiny_model_dir):
 def test_resume_after_interruption_is_exact_and_frozen_parts_stay(tmp_path, toy_data, tiny_model_dir):
     from dprl.train.sft import run_sft
 
-    common = ["max_steps=4", "trainer.zero_stage=2", "trainer.micro_batch_size=2", "trainer.grad_accum_steps=2",
+    common = ["max_steps=4", "trainer.zero_stage=2", "trainer.micro_batch_size=1", "trainer.grad_accum_steps=2",
               "trainer.lr=1e-3", "trainer.freeze_vision=false", "freeze_vision_tower=true",
               "freeze_projector=false", f"data.knowledge_path={toy_data['knowledge']}",
               "data.knowledge_per_batch=1"]
@@ -82,7 +82,7 @@ def test_resume_after_interruption_is_exact_and_frozen_parts_stay(tmp_path, toy_
 
     base = load_file(os.path.join(tiny_model_dir, "model.safetensors"))
     tower = [k for k in wa if ".visual." in f".{k}" and ".merger." not in k]
-    merger = [k for k in wa if ".visual.merger." in k]
+    merger = [k for k in wa if ".visual.merger." in f".{k}"]
     assert tower and merger and wa.keys() == base.keys()
     assert all(torch.equal(wa[k], base[k]) for k in tower)
     assert any(not torch.equal(wa[k], base[k]) for k in merger)
@@ -123,7 +123,9 @@ def test_two_ranks_zero3_match_one_rank_accumulating(tmp_path, toy_data, tiny_mo
     base = load_file(os.path.join(tiny_model_dir, "model.safetensors"))
     assert w2.keys() == w1.keys()
     for k in w1:
-        torch.testing.assert_close(w2[k], w1[k], atol=2e-6, rtol=1e-5)
+        # Adam moves every weight by up to lr=1e-3 per step, and a coordinate whose gradient is
+        # near zero turns a summation-order difference into a visible one: 1% of a step.
+        torch.testing.assert_close(w2[k], w1[k], atol=1e-5, rtol=1e-4)
     assert not torch.equal(w2["lm_head.weight"], base["lm_head.weight"])
 
 
