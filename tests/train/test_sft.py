@@ -36,11 +36,11 @@ def _rows(run_dir):
 def test_sft_learns_the_answer_format(tmp_path, toy_data, tiny_model_dir):
     out = tmp_path / "run"
     res = run_cli("sft", "--config", "configs/sft_tiny.yaml",
-                  *_overrides(out, toy_data, tiny_model_dir, "max_steps=40", "trainer.micro_batch_size=4",
-                              "trainer.lr=3e-3", "data.knowledge_per_batch=0", "data.knowledge_path="))
+                  *_overrides(out, toy_data, tiny_model_dir, "max_steps=60", "trainer.micro_batch_size=4",
+                              "trainer.lr=5e-3", "data.knowledge_per_batch=0", "data.knowledge_path="))
     assert res.returncode == 0, res.stderr[-3000:]
     rows = _rows(out)
-    assert [r["step"] for r in rows] == list(range(1, 41))
+    assert [r["step"] for r in rows] == list(range(1, 61))
     for key in ("train/loss", "train/lr", "train/grad_norm", "perf/tokens_per_s", "perf/step_seconds",
                 "perf/peak_memory_gb"):
         assert all(r[key] == r[key] for r in rows), key  # present and not NaN
@@ -55,6 +55,8 @@ def test_sft_learns_the_answer_format(tmp_path, toy_data, tiny_model_dir):
                            cwd=REPO, capture_output=True, text=True, timeout=300)
     assert check.returncode == 0, check.stderr[-3000:]
     result = json.loads(check.stdout.strip().splitlines()[-1])
+    # The untrained model never closes <think>; 60 steps on 24 pictures teach the whole format
+    # (measured: 12/12), though not yet where the blocks are.
     assert result["format_rate"] >= 0.75, result
 
 
