@@ -266,6 +266,7 @@ class SFTConfig:
     gradient_checkpointing: bool = False
     log_every: int = 1  # optimizer steps between metric rows
     save_every: int = 0  # optimizer steps between resumable states; 0: only at the end
+    keep_states: int = 1  # newest resumable states kept on disk; older ones are deleted
     resume: bool = True  # continue from output_dir/state when it holds one
     # Stop after this many optimizer steps as if interrupted (state saved, no final checkpoint);
     # 0: run to the end. For testing and for splitting a long run into chunks.
@@ -287,6 +288,7 @@ class SFTConfig:
         _require(self.log_every >= 1, f"{key}log_every", "at least 1", self.log_every)
         _require(self.save_every >= 0, f"{key}save_every", "a step count >= 0 (0: at the end)",
                  self.save_every)
+        _require(self.keep_states >= 1, f"{key}keep_states", "at least 1", self.keep_states)
         _require(self.stop_after >= 0, f"{key}stop_after", "a step count >= 0 (0: off)", self.stop_after)
 
 

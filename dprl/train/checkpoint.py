@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import torch
 
@@ -46,8 +47,9 @@ def save_hf(engine, processor, out_dir: str) -> str | None:
     return out_dir if rank == 0 else None
 
 
-def save_state(engine, run_dir: str, step: int) -> None:
-    """Saves the resumable state after `step` optimizer steps (all ranks call)."""
+def save_state(engine, run_dir: str, step: int, keep: int = 1) -> None:
+    """Saves the resumable state after `step` optimizer steps (all ranks call), then deletes all
+    but the newest `keep` saves (a 7B state with its Adam moments is ~100 GB)."""
     state_dir = os.path.join(run_dir, "state")
     tag = f"step{step:08d}"
     engine.save_checkpoint(state_dir, tag=tag, client_state={"step": step})
@@ -60,6 +62,10 @@ def save_state(engine, run_dir: str, step: int) -> None:
         with open(tmp, "w") as fh:
             json.dump({"step": step, "tag": tag}, fh)
         os.replace(tmp, os.path.join(state_dir, "trainer.json"))
+        tags = sorted(d for d in os.listdir(state_dir)
+                      if d.startswith("step") and os.path.isdir(os.path.join(state_dir, d)))
+        for old in tags[:-keep] if keep > 0 else []:
+            shutil.rmtree(os.path.join(state_dir, old))
 
 
 def saved_step(run_dir: str) -> dict | None:

@@ -160,11 +160,11 @@ def run_sft(cfg: SFTConfig) -> dict:
             })
         logger.advance()
         if cfg.save_every and done % cfg.save_every == 0 and done < stop:
-            save_state(engine, cfg.output_dir, done)
+            save_state(engine, cfg.output_dir, done, cfg.keep_states)
             last_saved = done
 
     if last_saved != stop:  # decided on every rank alike: saving is collective
-        save_state(engine, cfg.output_dir, stop)
+        save_state(engine, cfg.output_dir, stop, cfg.keep_states)
     logger.close()
     final_dir = None
     if stop == total:

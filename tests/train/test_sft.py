@@ -63,7 +63,7 @@ def test_sft_learns_the_answer_format(tmp_path, toy_data, tiny_model_dir):
 def test_resume_after_interruption_is_exact_and_frozen_parts_stay(tmp_path, toy_data, tiny_model_dir):
     from dprl.train.sft import run_sft
 
-    common = ["max_steps=4", "trainer.zero_stage=2", "trainer.micro_batch_size=1", "trainer.grad_accum_steps=2",
+    common = ["max_steps=4", "save_every=1", "trainer.zero_stage=2", "trainer.micro_batch_size=1", "trainer.grad_accum_steps=2",
               "trainer.lr=1e-3", "trainer.freeze_vision=false", "freeze_vision_tower=true",
               "freeze_projector=false", f"data.knowledge_path={toy_data['knowledge']}",
               "data.knowledge_per_batch=1"]
@@ -72,6 +72,7 @@ def test_resume_after_interruption_is_exact_and_frozen_parts_stay(tmp_path, toy_
     half = run_sft(load_config(SFTConfig, None, _overrides(resumed, toy_data, tiny_model_dir, *common,
                                                            "stop_after=2")))
     assert half["steps"] == 2 and half["final_dir"] is None and not (resumed / "final").exists()
+    assert [d for d in sorted(os.listdir(resumed / "state")) if d.startswith("step")] == ["step00000002"]
     rest = run_sft(load_config(SFTConfig, None, _overrides(resumed, toy_data, tiny_model_dir, *common)))
     assert rest["start_step"] == 2 and rest["steps"] == 4
 
