@@ -249,7 +249,7 @@ class SFTConfig:
     the resumable training state (`state/`), metrics.jsonl, TensorBoard logs and loss.png.
 
     `trainer.total_steps` is not read: the schedule's length comes from the data (epochs x steps
-    per epoch, or max_steps)."""
+    per epoch, or max_steps). Nor is `model.dtype`: the model is loaded in `trainer.dtype`."""
 
     output_dir: str = "runs/sft"
     model: ModelConfig = field(default_factory=ModelConfig)
