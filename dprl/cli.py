@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dprl.config import (ConfigError, EvalConfig, GRPOConfig, SmokeConfig, TinyModelConfig, WorldConfig,
-                         load_config)
+from dprl.config import (ConfigError, EvalConfig, GRPOConfig, SFTConfig, SmokeConfig, TinyModelConfig,
+                         WorldConfig, load_config)
 
 
 def _cmd_smoke(args: argparse.Namespace) -> int:
@@ -18,6 +18,19 @@ def _cmd_smoke(args: argparse.Namespace) -> int:
     result = run_smoke(cfg)
     print_report(result, cfg.output_dir)
     return 0 if result["ok"] else 1
+
+
+def _cmd_sft(args: argparse.Namespace) -> int:
+    cfg = load_config(SFTConfig, args.config, args.overrides)
+    from dprl.train.sft import run_sft
+
+    result = run_sft(cfg)
+    if result["rank"] == 0:
+        where = result["final_dir"] or f"{result['output_dir']}/state (stopped early; run again to resume)"
+        print(f"sft: {result['steps']}/{result['total_steps']} steps, final loss "
+              f"{result['final_loss']:.4f}, {result['seconds']:.0f}s on {result['world_size']} rank(s) "
+              f"-> {where}")
+    return 0
 
 
 def _cmd_make_tiny_model(args: argparse.Namespace) -> int:
@@ -79,6 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config file (see configs/smoke_tiny.yaml)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. rollout.n=8")
     p.set_defaults(func=_cmd_smoke)
+
+    p = sub.add_parser(
+        "sft",
+        help="stage 1: supervised fine-tuning on chain-of-thought grounding data (DeepSpeed)",
+        description="Fine-tune a Qwen2-VL / Qwen2.5-VL checkpoint on chain-of-thought grounding "
+                    "samples with DeepSpeed (ZeRO 0-3); writes an HF checkpoint, resumable state, "
+                    "metrics.jsonl, TensorBoard logs and loss.png. Multi-process: torchrun "
+                    "--nproc_per_node N -m dprl.cli sft ...",
+    )
+    p.add_argument("--config", help="YAML config file (see configs/sft_tiny.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. trainer.lr=1e-5")
+    p.set_defaults(func=_cmd_sft)
 
     p = sub.add_parser(
         "make-tiny-model",

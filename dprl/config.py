@@ -224,6 +224,85 @@ class WeightSyncConfig:
 
 
 @dataclass
+class SFTDataConfig:
+    """SFT data: grounding samples with chain-of-thought replies (the world's kvg_train.jsonl
+    schema: `prompt`, `response`, `image`), optionally with text-only knowledge Q/A mixed in."""
+
+    train_path: str = "data/world/kvg_train.jsonl"
+    image_root: str = ""  # images are relative to this; empty: the data file's folder
+    # The world's text-only corpus (fields question, answer); empty: no knowledge mixing.
+    knowledge_path: str = ""
+    # Knowledge samples added to every micro-batch, on top of micro_batch_size grounding samples
+    # (never instead of them: under ZeRO-3 every rank must run the vision tower every micro-batch).
+    knowledge_per_batch: int = 0
+    max_samples: int = 0  # 0: all grounding samples
+    max_length: int = 1024  # tokens per sample, images expanded; longer replies are cut
+    shuffle: bool = True
+    seed: int = 0
+
+    def check(self, key: str) -> None:
+        _require(self.train_path.endswith((".jsonl", ".json", ".parquet")), f"{key}train_path",
+                 "a .jsonl, .json or .parquet file", self.train_path)
+        _require(self.knowledge_per_batch >= 0, f"{key}knowledge_per_batch", "a count >= 0",
+                 self.knowledge_per_batch)
+        _require(not self.knowledge_per_batch or bool(self.knowledge_path), f"{key}knowledge_path",
+                 f"a knowledge corpus file when knowledge_per_batch={self.knowledge_per_batch}",
+                 self.knowledge_path)
+        _require(self.max_samples >= 0, f"{key}max_samples", "a count >= 0 (0: all)", self.max_samples)
+        _require(self.max_length >= 16, f"{key}max_length", "at least 16 tokens", self.max_length)
+
+
+@dataclass
+class SFTConfig:
+    """`dprl sft`: stage 1 of the recipe, supervised fine-tuning on chain-of-thought grounding data
+    with the shared DeepSpeed engine. The run directory gets the final HF checkpoint (`final/`),
+    the resumable training state (`state/`), metrics.jsonl, TensorBoard logs and loss.png.
+
+    `trainer.total_steps` is not read: the schedule's length comes from the data (epochs x steps
+    per epoch, or max_steps). Nor is `model.dtype`: the model is loaded in `trainer.dtype`."""
+
+    output_dir: str = "runs/sft"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: SFTDataConfig = field(default_factory=SFTDataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    epochs: int = 1
+    max_steps: int = 0  # optimizer steps; 0: `epochs` passes over the data
+    warmup_ratio: float = 0.0  # > 0: warmup over this fraction of the steps (else trainer.warmup_steps)
+    # DeepPerception freezes both. trainer.freeze_vision freezes both too; set it false to choose
+    # them one by one here.
+    freeze_vision_tower: bool = True
+    freeze_projector: bool = True
+    # Recompute activations in the backward pass: less memory for long sequences on big models.
+    gradient_checkpointing: bool = False
+    log_every: int = 1  # optimizer steps between metric rows
+    save_every: int = 0  # optimizer steps between resumable states; 0: only at the end
+    keep_states: int = 1  # newest resumable states kept on disk; older ones are deleted
+    resume: bool = True  # continue from output_dir/state when it holds one
+    # Stop after this many optimizer steps as if interrupted (state saved, no final checkpoint);
+    # 0: run to the end. For testing and for splitting a long run into chunks.
+    stop_after: int = 0
+
+    def check(self, key: str) -> None:
+        _require(bool(self.output_dir), f"{key}output_dir", "a directory path", self.output_dir)
+        _require(self.epochs >= 1, f"{key}epochs", "at least 1", self.epochs)
+        _require(self.max_steps >= 0, f"{key}max_steps", "a step count >= 0 (0: epochs)", self.max_steps)
+        _require(0.0 <= self.warmup_ratio < 1.0, f"{key}warmup_ratio", "a fraction in [0, 1)",
+                 self.warmup_ratio)
+        _require(not (self.warmup_ratio and self.trainer.warmup_steps), f"{key}warmup_ratio",
+                 f"0 when trainer.warmup_steps={self.trainer.warmup_steps} is set (one or the other)",
+                 self.warmup_ratio)
+        _require(not self.trainer.freeze_vision or (self.freeze_vision_tower and self.freeze_projector),
+                 f"{key}trainer.freeze_vision",
+                 "false when freeze_vision_tower or freeze_projector is false (it freezes both)",
+                 self.trainer.freeze_vision)
+        _require(self.log_every >= 1, f"{key}log_every", "at least 1", self.log_every)
+        _require(self.save_every >= 0, f"{key}save_every", "a step count >= 0 (0: at the end)",
+                 self.save_every)
+        _require(self.keep_states >= 1, f"{key}keep_states", "at least 1", self.keep_states)
+        _require(self.stop_after >= 0, f"{key}stop_after", "a step count >= 0 (0: off)", self.stop_after)
+
+
+@dataclass
 class RewardTermConfig:
     """One reward function by name (a built-in of dprl.rewards or one registered with
     `dprl.rewards.register_reward`) and its weight in the sum. Built-ins: format, iou,

@@ -9,10 +9,10 @@ from dprl.cli import build_parser, main
 
 def test_help_lists_exactly_the_working_commands():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    assert sorted(sub.choices) == ["eval", "grpo", "make-tiny-model", "smoke", "world"]
+    assert sorted(sub.choices) == ["eval", "grpo", "make-tiny-model", "sft", "smoke", "world"]
     out = run_cli("--help")
     assert out.returncode == 0
-    for name in ("smoke", "make-tiny-model", "world", "eval"):
+    for name in sub.choices:
         assert name in out.stdout
 
 
@@ -30,11 +30,18 @@ def test_bad_config_fails_before_any_work(tmp_path, capsys):
     assert not out_dir.exists()  # nothing was started
 
 
-def test_shipped_configs_are_valid():
-    from dprl.config import SmokeConfig, load_config
+def test_shipped_configs_are_valid(tmp_path):
+    from dprl.config import SFTConfig, SmokeConfig, load_config
 
     root = os.path.join(os.path.dirname(__file__), "..", "configs")
     assert load_config(SmokeConfig, os.path.join(root, "smoke_tiny.yaml")).rollout.n >= 2
+    tiny = load_config(SFTConfig, os.path.join(root, "sft_tiny.yaml"))
+    assert tiny.epochs == 1 and tiny.data.knowledge_per_batch >= 1
+    # The 7B config names a checkpoint directory that only exists where it was downloaded.
+    real = load_config(SFTConfig, os.path.join(root, "sft_qwen2vl_7b.yaml"), [f"model.path={tmp_path}"])
+    t = real.trainer
+    assert (t.zero_stage, t.dtype, t.lr, real.epochs) == (3, "bfloat16", 5e-6, 1)
+    assert real.freeze_vision_tower and real.freeze_projector and t.freeze_vision
 
 
 def test_make_tiny_model_command(tmp_path):

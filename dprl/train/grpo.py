@@ -21,7 +21,7 @@ from dprl.config import GRPOConfig, save_config
 from dprl.kernels import GRPOLossParams
 from dprl.train.advantages import group_advantages
 from dprl.train.grpo_data import grounding_request, step_indices
-from dprl.train.metrics import MetricsWriter, PhaseTimer, peak_memory_gib, plot_curves
+from dprl.train.metrics import MetricsLogger, PhaseTimer, peak_memory_bytes, plot_curves
 from dprl.train.policy import grpo_policy_loss, token_logprobs
 from dprl.train.sequences import build_policy_batch
 
@@ -111,8 +111,6 @@ class GRPOTrainer:
             from dprl.train.weight_sync import sync_weights
 
             sync_weights(self.engine, self.rollout, cfg.sync)  # the engine starts from the base model
-        self.writer = MetricsWriter(cfg.output_dir, enabled=self.is_main)
-        self.writer.truncate_after(self.start_step)
 
     # -- checkpoints ------------------------------------------------------------------------------
     def _resume(self) -> int:
@@ -211,7 +209,7 @@ class GRPOTrainer:
             **staleness_metrics(rollout_logp, trainer_logp),
             **timer.metrics(),
             **{k: v for k, v in sync.items() if k != "sync/seconds"},
-            "memory/peak_gib": peak_memory_gib(),
+            "memory/peak_gib": peak_memory_bytes() / 2**30,
         }
         step_s = sum(timer.seconds.values())
         row["time/step_s"] = step_s
@@ -224,22 +222,20 @@ class GRPOTrainer:
     # -- the run ----------------------------------------------------------------------------------
     def train(self, stop_after: int | None = None) -> dict:
         """Runs steps start_step..cfg.steps-1 (or stops after `stop_after` steps, for tests)."""
-        from tqdm import tqdm
-
         cfg = self.cfg
+        self.logger = MetricsLogger(cfg.output_dir, cfg.steps, self.start_step, self.is_main, desc="grpo")
         last = cfg.steps if stop_after is None else min(cfg.steps, self.start_step + stop_after)
-        bar = tqdm(range(self.start_step, last), initial=self.start_step, total=cfg.steps,
-                   desc="grpo", unit="step", disable=not self.is_main)
         row = {}
-        for step in bar:
+        for step in range(self.start_step, last):
             row = self.step(step)
-            self.writer.write(step + 1, row)
-            bar.set_postfix(reward=f"{row['reward/mean']:.3f}", kl=f"{row.get('train/kl', 0):.4f}")
+            self.logger.log(step + 1, row)
+            self.logger.advance()
             done = step + 1
             if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps:
                 self.save_checkpoint(done)
         if last == cfg.steps:
             self.finish()
+        self.logger.close()
         return row
 
     def finish(self) -> None:
@@ -248,10 +244,9 @@ class GRPOTrainer:
 
         export_hf(self.engine, self.processor, os.path.join(self.cfg.output_dir, "final"), self.is_main)
         if self.is_main:
-            plot_curves(self.writer.path, ["reward/mean", "train/kl", "train/clip_fraction",
-                                           "completion/length_mean"],
+            plot_curves(self.logger.path, ["reward/mean", "reward/acc@0.5", "train/kl",
+                                           "train/clip_fraction", "completion/length_mean"],
                         os.path.join(self.cfg.output_dir, "curves.png"), title="GRPO")
-        self.writer.close()
 
 
 def run_grpo(cfg: GRPOConfig) -> dict:

@@ -1,17 +1,104 @@
-"""Run metrics: JSONL (one row per step) + TensorBoard, phase timers, peak memory, PNG curves.
-
-Only rank 0 writes. The JSONL file is the source of truth (plot it with anything); TensorBoard
-gets the same scalars; `plot_curves` draws the chosen series at the end of a run.
-"""
+"""Training metrics: one JSON line per logged step, TensorBoard scalars, a progress bar with ETA,
+phase timers, and curves as PNG at the end. Only rank 0 writes; other ranks get a logger that does nothing."""
 from __future__ import annotations
 
 import json
 import os
 import resource
+import sys
 import time
 from contextlib import contextmanager
 
 import torch
+
+
+def peak_memory_bytes() -> int:
+    """Peak device memory on CUDA, else the process's peak resident set (Linux reports KiB)."""
+    if torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated())
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+class MetricsLogger:
+    def __init__(self, out_dir: str, total_steps: int, start_step: int = 0, enabled: bool = True,
+                 desc: str = "train"):
+        self.enabled = enabled
+        self.out_dir = out_dir
+        self.path = os.path.join(out_dir, "metrics.jsonl")
+        if not enabled:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm import tqdm
+
+        os.makedirs(out_dir, exist_ok=True)
+        if start_step == 0 and os.path.exists(self.path):
+            os.remove(self.path)  # a fresh run; a resumed one appends
+        elif start_step:
+            self._truncate_after(start_step)
+        self.tb = SummaryWriter(os.path.join(out_dir, "tensorboard"), purge_step=start_step or None)
+        self.bar = tqdm(total=total_steps, initial=start_step, desc=desc, unit="step",
+                        dynamic_ncols=True, file=sys.stderr)
+
+    def _truncate_after(self, step: int) -> None:
+        """Drops rows past `step` that an interrupted run logged after its last saved state, so
+        the resumed run's rows follow on without duplicates."""
+        if not os.path.exists(self.path):
+            return
+        with open(self.path) as fh:
+            rows = [line for line in fh if line.strip() and json.loads(line)["step"] <= step]
+        with open(self.path, "w") as fh:
+            fh.writelines(rows)
+
+    def log(self, step: int, values: dict) -> None:
+        """`step` counts optimizer steps done (1 after the first)."""
+        if not self.enabled:
+            return
+        row = {"step": step, **values}
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        for k, v in values.items():
+            if isinstance(v, (int, float)):
+                self.tb.add_scalar(k, v, step)
+        self.bar.set_postfix(loss=f"{values.get('train/loss', float('nan')):.4f}",
+                             lr=f"{values.get('train/lr', float('nan')):.2e}", refresh=False)
+
+    def advance(self, n: int = 1) -> None:
+        if self.enabled:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.bar.close()
+            self.tb.close()
+
+
+def read_metrics(path: str) -> list[dict]:
+    with open(path) as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def plot_loss(metrics_path: str, png_path: str, title: str = "SFT loss") -> str:
+    """Loss (and LR on a second axis) against optimizer step, from metrics.jsonl."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in read_metrics(metrics_path) if "train/loss" in r]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([r["step"] for r in rows], [r["train/loss"] for r in rows], label="loss", color="tab:blue")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (reply tokens)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    lr_ax = ax.twinx()
+    lr_ax.plot([r["step"] for r in rows], [r["train/lr"] for r in rows], color="tab:orange", alpha=0.6)
+    lr_ax.set_ylabel("learning rate", color="tab:orange")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return png_path
 
 
 class PhaseTimer:
@@ -30,61 +117,6 @@ class PhaseTimer:
 
     def metrics(self) -> dict[str, float]:
         return {f"time/{k}_s": v for k, v in self.seconds.items()}
-
-
-def peak_memory_gib() -> float:
-    """Peak memory of this process: the CUDA allocator's peak on GPU, max RSS on CPU."""
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is KiB on Linux
-
-
-class MetricsWriter:
-    """Appends step rows to <dir>/metrics.jsonl and mirrors scalars to TensorBoard (<dir>/tb)."""
-
-    def __init__(self, directory: str, enabled: bool = True, tensorboard: bool = True):
-        self.enabled = enabled
-        self.path = os.path.join(directory, "metrics.jsonl")
-        self._tb = None
-        if enabled:
-            os.makedirs(directory, exist_ok=True)
-            if tensorboard:
-                try:
-                    from torch.utils.tensorboard import SummaryWriter
-
-                    self._tb = SummaryWriter(os.path.join(directory, "tb"))
-                except ImportError:  # tensorboard is optional; the JSONL is complete without it
-                    self._tb = None
-
-    def truncate_after(self, step: int) -> None:
-        """Drops rows of steps > `step` (a resumed run rewrites them, so no step appears twice)."""
-        if not self.enabled or not os.path.exists(self.path):
-            return
-        with open(self.path) as fh:
-            rows = [line for line in fh if line.strip() and json.loads(line).get("step", -1) <= step]
-        with open(self.path, "w") as fh:
-            fh.writelines(rows)
-
-    def write(self, step: int, row: dict) -> None:
-        if not self.enabled:
-            return
-        row = {"step": step, **row}
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(row) + "\n")
-        if self._tb is not None:
-            for k, v in row.items():
-                if isinstance(v, (int, float)) and k != "step":
-                    self._tb.add_scalar(k, v, step)
-            self._tb.flush()
-
-    def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
-
-
-def read_metrics(path: str) -> list[dict]:
-    with open(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]
 
 
 def plot_curves(metrics_path: str, keys: list[str], out_png: str, title: str = "") -> str | None:

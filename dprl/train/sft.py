@@ -1,0 +1,176 @@
+"""`dprl sft`: stage 1 of the recipe, supervised fine-tuning on chain-of-thought grounding data.
+
+Top to bottom: build the world (torch.distributed), load the checkpoint and its processor, freeze
+what the config says, plan the batches, wrap the model in the shared DeepSpeed engine, restore the
+last saved state if there is one, then for each optimizer step run `grad_accum_steps` micro-batches
+(forward, backward), step, log, and save. The run ends with an HF checkpoint in `final/`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+
+import torch
+
+from dprl.config import SFTConfig, save_config
+from dprl.data.sft import collate, encode, load_grounding, load_knowledge
+from dprl.train.batches import BatchPlan
+from dprl.train.checkpoint import load_state, save_hf, save_state
+from dprl.train.engine import build_engine, init_distributed, is_vision_param
+from dprl.train.metrics import MetricsLogger, peak_memory_bytes, plot_loss
+
+
+def is_projector_param(name: str) -> bool:
+    """The merger that projects vision features into the language model (Qwen2-VL, Qwen2.5-VL)."""
+    return ".visual.merger." in f".{name}"
+
+
+def apply_freezing(model: torch.nn.Module, vision_tower: bool, projector: bool) -> dict[str, int]:
+    """Stops gradients to the vision tower and/or the projector -> trainable/frozen counts."""
+    for name, p in model.named_parameters():
+        if is_vision_param(name):
+            frozen = projector if is_projector_param(name) else vision_tower
+            p.requires_grad_(not frozen)
+    counts = {"trainable": 0, "frozen": 0}
+    for p in model.parameters():
+        counts["trainable" if p.requires_grad else "frozen"] += p.numel()
+    return counts
+
+
+def _rank_world() -> tuple[int, int]:
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def _barrier() -> None:
+    torch.distributed.barrier()
+
+
+def _model_path(cfg: SFTConfig, rank: int) -> str:
+    """The checkpoint to fine-tune: `model.path`, or the tiny offline model built once (rank 0)."""
+    if cfg.model.path:
+        return os.path.expanduser(cfg.model.path)
+    path = os.path.join(cfg.output_dir, "base_model")
+    if rank == 0 and not os.path.isfile(os.path.join(path, "model.safetensors")):
+        from dprl.models.tiny import make_tiny_model
+
+        make_tiny_model(path, cfg.model.tiny)
+    _barrier()
+    return path
+
+
+def _schedule(cfg: SFTConfig, plan: BatchPlan):
+    """(total optimizer steps, the trainer config with the schedule's length filled in)."""
+    total = cfg.max_steps or cfg.epochs * plan.steps_per_epoch
+    warmup = math.ceil(cfg.warmup_ratio * total) if cfg.warmup_ratio else cfg.trainer.warmup_steps
+    if warmup > total:
+        raise ValueError(f"trainer.warmup_steps={warmup} is more than the run's {total} steps")
+    return total, dataclasses.replace(cfg.trainer, total_steps=total, warmup_steps=warmup,
+                                      freeze_vision=False)  # freezing is applied here, per part
+
+
+def _all_reduce_sum(values: list[float]) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    torch.distributed.all_reduce(t)
+    return t.tolist()
+
+
+def _plain_grad_norm(engine, tcfg) -> float | None:
+    """The global grad norm (before clipping) where DeepSpeed does not report one: ZeRO-0 in fp32
+    clips with torch and keeps no norm. Gradients are whole and already averaged over ranks."""
+    if tcfg.zero_stage != 0 or tcfg.dtype != "float32":
+        return None
+    grads = [p.grad for p in engine.module.parameters() if p.grad is not None]
+    return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+
+
+def run_sft(cfg: SFTConfig) -> dict:
+    """Trains; returns a summary (steps, final loss, seconds, paths). All ranks call it."""
+    t_start = time.perf_counter()
+    init_distributed(cfg.trainer)
+    rank, world = _rank_world()
+    if rank == 0:
+        save_config(cfg, cfg.output_dir)
+    torch.manual_seed(cfg.data.seed)
+
+    from dprl.models.loading import load_model, load_processor
+
+    model_path = _model_path(cfg, rank)
+    processor = load_processor(model_path)
+    pad_id = processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    # Loaded in the training precision: a bf16 7B is 15 GB per rank where fp32 would be 30.
+    model = load_model(model_path, dtype=cfg.trainer.dtype)
+    model.config.use_cache = False  # no KV cache while training
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    counts = apply_freezing(model, cfg.freeze_vision_tower, cfg.freeze_projector)
+
+    grounding = load_grounding(cfg.data.train_path, cfg.data.image_root, cfg.data.max_samples)
+    knowledge = (load_knowledge(cfg.data.knowledge_path)
+                 if cfg.data.knowledge_path and cfg.data.knowledge_per_batch else [])
+    t = cfg.trainer
+    plan = BatchPlan(len(grounding), len(knowledge), t.micro_batch_size, cfg.data.knowledge_per_batch,
+                     t.grad_accum_steps, world, rank, cfg.data.seed, cfg.data.shuffle)
+    total, tcfg = _schedule(cfg, plan)
+
+    engine, _, scheduler = build_engine(model, tcfg)
+    start = load_state(engine, cfg.output_dir) if cfg.resume else 0
+    stop = min(total, start + cfg.stop_after) if cfg.stop_after else total
+    logger = MetricsLogger(cfg.output_dir, total, start, enabled=rank == 0, desc="sft")
+    if rank == 0:
+        print(f"sft: {len(grounding)} grounding + {len(knowledge)} knowledge samples, {world} rank(s), "
+              f"{plan.samples_per_step} samples/step, {total} steps (from step {start}); "
+              f"{counts['trainable']:,} trainable / {counts['frozen']:,} frozen parameters", flush=True)
+
+    engine.train()
+    last_saved = start if start else None
+    last_loss = float("nan")
+    for step in range(start, stop):
+        t0 = time.perf_counter()
+        loss_sum = tokens = reply_tokens = 0.0
+        for micro in range(t.grad_accum_steps):
+            g_idx, k_idx = plan.micro_batch(step, micro)
+            convs = [grounding[i] for i in g_idx] + [knowledge[i] for i in k_idx]
+            batch = collate([encode(processor, c, cfg.data.max_length) for c in convs], pad_id)
+            batch = {k: v.to(engine.device) for k, v in batch.items()}
+            loss = engine(**batch).loss  # mean over this micro-batch's reply tokens
+            engine.backward(loss)
+            if micro == t.grad_accum_steps - 1:
+                own_norm = _plain_grad_norm(engine, tcfg)
+            engine.step()  # DeepSpeed steps the optimizer only at the accumulation boundary
+            loss_sum += loss.item()
+            tokens += float(batch["attention_mask"].sum())
+            reply_tokens += float((batch["labels"] != -100).sum())
+        loss_sum, tokens, reply_tokens = _all_reduce_sum([loss_sum, tokens, reply_tokens])
+        seconds = time.perf_counter() - t0
+        last_loss = loss_sum / (t.grad_accum_steps * world)
+        done = step + 1
+        if done % cfg.log_every == 0 or done == stop:
+            grad_norm = own_norm if own_norm is not None else engine.get_global_grad_norm()
+            logger.log(done, {
+                "train/loss": last_loss,
+                "train/lr": scheduler.get_last_lr()[0],
+                "train/grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+                "train/epoch": done / plan.steps_per_epoch,
+                "perf/tokens_per_s": tokens / seconds,
+                "perf/reply_tokens": reply_tokens,
+                "perf/step_seconds": seconds,
+                "perf/peak_memory_gb": peak_memory_bytes() / 2**30,
+            })
+        logger.advance()
+        if cfg.save_every and done % cfg.save_every == 0 and done < stop:
+            save_state(engine, cfg.output_dir, done, cfg.keep_states)
+            last_saved = done
+
+    if last_saved != stop:  # decided on every rank alike: saving is collective
+        save_state(engine, cfg.output_dir, stop, cfg.keep_states)
+    logger.close()
+    final_dir = None
+    if stop == total:
+        final_dir = save_hf(engine, processor, os.path.join(cfg.output_dir, "final"))
+        if rank == 0 and os.path.exists(logger.path):
+            plot_loss(logger.path, os.path.join(cfg.output_dir, "loss.png"))
+    return {"steps": stop, "total_steps": total, "start_step": start, "final_loss": last_loss,
+            "seconds": time.perf_counter() - t_start, "final_dir": final_dir, "rank": rank,
+            "world_size": world, "output_dir": cfg.output_dir}
