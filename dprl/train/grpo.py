@@ -105,7 +105,6 @@ class GRPOTrainer:
         self.reward = from_config(cfg.reward)
         self.accuracy = reward_fn("acc", 0.5)  # KVG-Bench's Acc@0.5, logged whatever is trained on
         self.loss_params = _loss_params(cfg)
-        self.ckpt_dir = os.path.join(cfg.output_dir, "checkpoints")
         self.start_step = self._resume() if cfg.resume else 0
         if self.start_step:
             from dprl.train.weight_sync import sync_weights
@@ -114,17 +113,16 @@ class GRPOTrainer:
 
     # -- checkpoints ------------------------------------------------------------------------------
     def _resume(self) -> int:
-        if not os.path.isfile(os.path.join(self.ckpt_dir, "latest")):
-            return 0
-        path, state = self.engine.load_checkpoint(self.ckpt_dir)
-        if path is None:
-            return 0
-        torch.set_rng_state(state["torch_rng"])
-        return int(state["step"])
+        """Steps done by the last completed save (0: a fresh run). Prompts and sampling seeds are
+        functions of the step, so nothing else needs restoring."""
+        from dprl.train.checkpoint import load_state
+
+        return load_state(self.engine, self.cfg.output_dir)
 
     def save_checkpoint(self, step: int) -> None:
-        self.engine.save_checkpoint(self.ckpt_dir, tag=f"step{step}",
-                                    client_state={"step": step, "torch_rng": torch.get_rng_state()})
+        from dprl.train.checkpoint import save_state
+
+        save_state(self.engine, self.cfg.output_dir, step)
 
     # -- one step ---------------------------------------------------------------------------------
     def step(self, step: int) -> dict:
@@ -240,9 +238,9 @@ class GRPOTrainer:
 
     def finish(self) -> None:
         """HF-format weights of the trained policy and the run's curves, for eval and plots."""
-        from dprl.train.export import export_hf
+        from dprl.train.checkpoint import save_hf
 
-        export_hf(self.engine, self.processor, os.path.join(self.cfg.output_dir, "final"), self.is_main)
+        save_hf(self.engine, self.processor, os.path.join(self.cfg.output_dir, "final"))
         if self.is_main:
             plot_curves(self.logger.path, ["reward/mean", "reward/acc@0.5", "train/kl",
                                            "train/clip_fraction", "completion/length_mean"],
