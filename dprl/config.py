@@ -589,6 +589,29 @@ class EvalConfig:
                  self.parse.coords)
 
 
+@dataclass
+class PipelineConfig:
+    """`dprl pipeline`: the whole recipe on one machine, each stage in its own process:
+    world -> CoT-SFT -> GRPO -> evaluation of the untrained, SFT and SFT+GRPO models side by side.
+
+    The stages' files are wired together under `output_dir` (world/, sft/, grpo/, eval/): the
+    paths inside the sections below that link one stage to the next are set by the pipeline.
+    A finished stage is skipped on a re-run; an interrupted one resumes."""
+
+    output_dir: str = "runs/pipeline"
+    stages: list[Literal["world", "sft", "grpo", "eval"]] = field(
+        default_factory=lambda: ["world", "sft", "grpo", "eval"])
+    world: WorldConfig = field(default_factory=WorldConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def check(self, key: str) -> None:
+        _require(bool(self.output_dir), f"{key}output_dir", "a directory path", self.output_dir)
+        _require(bool(self.stages) and len(set(self.stages)) == len(self.stages), f"{key}stages",
+                 "a non-empty list of distinct stages", self.stages)
+
+
 # ---------------------------------------------------------------------------------------------
 # Loading: YAML + dotted overrides -> validated dataclass
 # ---------------------------------------------------------------------------------------------
