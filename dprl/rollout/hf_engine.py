@@ -33,7 +33,7 @@ class HFEngine(RolloutEngine):
         self.weights_version = 0
         self._calls = 0
 
-    def _inputs(self, request: RolloutRequest, completion_ids: Sequence[int] = ()) -> dict:
+    def _inputs(self, request: RolloutRequest) -> dict:
         text = prompt_text(self.processor, request)
         inputs = self.processor(text=[text], images=list(request.images) or None, return_tensors="pt")
         return {k: v.to(self.model.device) for k, v in inputs.items()}

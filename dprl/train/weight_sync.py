@@ -95,7 +95,7 @@ def gathered(params: list[torch.nn.Parameter]):
     return deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None)
 
 
-def sync_weights(model: torch.nn.Module, engine: RolloutEngine, cfg: WeightSyncConfig = WeightSyncConfig(),
+def sync_weights(model: torch.nn.Module, engine: RolloutEngine, cfg: WeightSyncConfig | None = None,
                  named: Iterable[tuple[str, torch.nn.Parameter]] | None = None) -> dict:
     """Sends the model's weights into `engine`, bucket by bucket -> stats for the metrics.
 
@@ -104,6 +104,7 @@ def sync_weights(model: torch.nn.Module, engine: RolloutEngine, cfg: WeightSyncC
     loading into a sleeping engine is what leaves it generating from old weights.
     """
     t0 = time.perf_counter()
+    cfg = cfg or WeightSyncConfig()
     named = list(named) if named is not None else params_to_sync(model, cfg.trainable_only)
     buckets = plan_buckets(named, int(cfg.bucket_mb * 2**20))
     engine.wake_up()

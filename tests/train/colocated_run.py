@@ -78,6 +78,9 @@ def main() -> None:
 
     after_trainer = trainer_logprobs(fixed)
     named = params_to_sync(ds)
+    # ZeRO-3 really split the weights across ranks (so the sync had to gather them).
+    result["local_elements"] = sum(p.ds_tensor.numel() for _, p in named)
+    result["full_elements"] = sum(p.ds_numel for _, p in named)
     result["synced_names"] = [n for n, _ in named]
     small = WeightSyncConfig(bucket_mb=0.05)  # a few blocks per bucket at most
     stats_small = sync_weights(ds, engine, small)
@@ -87,6 +90,14 @@ def main() -> None:
     result["post_sync_engine_vs_trainer"] = (after_small - after_trainer).abs().max().item()
     result["post_sync_vs_pre_sync_engine"] = (after_small - before_engine).abs().max().item()
     if args.checks == "all":
+        # Asleep (a no-op on CPU, KV cache freed on GPU) the engine refuses to generate; the sync
+        # wakes it before loading, so it can never keep sampling from weights it missed.
+        engine.sleep()
+        try:
+            engine.generate(requests, seed=seed)
+            result["generate_while_asleep_raises"] = False
+        except RuntimeError:
+            result["generate_while_asleep_raises"] = True
         stats_one = sync_weights(ds, engine, WeightSyncConfig(bucket_mb=1e6))
         after_one = engine.score(request, fixed)
         result["sync_one"] = stats_one
