@@ -86,7 +86,7 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
         print(f"dprl pipeline: {err}", file=sys.stderr)
         return 1
     times = ", ".join(f"{k} {v:.0f}s" for k, v in result["seconds"].items())
-    if result["table"]:
+    if result["table"] and "eval" not in result["seconds"]:  # the eval stage printed it already
         print("\n" + result["table"])
     print(f"pipeline done ({times or 'nothing left to run'}); everything is in {result['output_dir']}")
     return 0

@@ -30,11 +30,15 @@ def stage_configs(cfg: PipelineConfig) -> dict:
     grpo = rep(cfg.grpo, output_dir=grpo_dir,
                model=rep(cfg.grpo.model, path=os.path.join(sft_dir, "final")),
                data=rep(cfg.grpo.data, path=os.path.join(data, "kvg_train.jsonl")))
+    # Evaluate the models this run makes (or made before): a stage left out and never run has
+    # no checkpoint to score.
+    candidates = [("untrained", os.path.join(sft_dir, "base_model"), "sft"),
+                  ("cot-sft", os.path.join(sft_dir, "final"), "sft"),
+                  ("cot-sft+grpo", os.path.join(grpo_dir, "final"), "grpo")]
+    checkpoints = [CheckpointConfig(name, path) for name, path, stage in candidates
+                   if stage in cfg.stages or os.path.isdir(path)]
     ev = rep(cfg.eval, output_dir=os.path.join(out, "eval"),
-             data=rep(cfg.eval.data, path=os.path.join(data, "kvg_test.jsonl")),
-             checkpoints=[CheckpointConfig("untrained", os.path.join(sft_dir, "base_model")),
-                          CheckpointConfig("cot-sft", os.path.join(sft_dir, "final")),
-                          CheckpointConfig("cot-sft+grpo", os.path.join(grpo_dir, "final"))])
+             data=rep(cfg.eval.data, path=os.path.join(data, "kvg_test.jsonl")), checkpoints=checkpoints)
     return {"world": world, "sft": sft, "grpo": grpo, "eval": ev}
 
 
