@@ -95,16 +95,13 @@ def infer_checkpoint(cfg: EvalConfig, ckpt: CheckpointConfig, samples: list[Samp
         return []
     model_path = _model_path(cfg, ckpt)
     processor = load_processor(model_path)
-    from dprl.rollout import RolloutRequest, build_engine
+    from dprl.rollout import RolloutRequest, answer_text, build_engine
 
     engine = build_engine(model_path, cfg.rollout, dtype=cfg.dtype)  # rollout.backend: vllm | hf
     root = cfg.data.image_root or os.path.dirname(os.path.abspath(cfg.data.path))
-    stop_ids = set(processor.tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"]))
 
     def decode(completion) -> str:
-        # Both backends' answers decoded the same way, special tokens (<|box_start|>) kept.
-        return processor.tokenizer.decode([t for t in completion.token_ids if t not in stop_ids],
-                                          skip_special_tokens=False)
+        return answer_text(processor.tokenizer, completion.token_ids)
 
     bad = []
     bar = tqdm(total=len(todo), desc=f"eval {ckpt.name}", unit="sample", disable=not progress)

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from dprl.config import RolloutConfig
-from dprl.rollout.base import VISION_TOKENS, Completion, RolloutEngine, RolloutRequest, seeded
+from dprl.rollout.base import VISION_TOKENS, Completion, RolloutEngine, RolloutRequest, answer_text, seeded
 
-__all__ = ["Completion", "RolloutEngine", "RolloutRequest", "VISION_TOKENS", "build_engine", "seeded"]
+__all__ = ["answer_text", "Completion", "RolloutEngine", "RolloutRequest", "VISION_TOKENS", "build_engine", "seeded"]
 
 
 def build_engine(model_path: str, cfg: RolloutConfig, dtype: str = "float32") -> RolloutEngine:

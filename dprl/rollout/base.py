@@ -18,6 +18,18 @@ import torch
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
 
 
+# End-of-turn tokens: they close a completion but are not part of its answer.
+END_TOKENS = ("<|im_end|>", "<|endoftext|>")
+
+
+def answer_text(tokenizer, token_ids) -> str:
+    """A completion's text as the reward parser and the evaluator read it, the same for every
+    backend: decoded from the token ids with special tokens (<|box_start|>...) kept, which
+    vLLM's own `text` drops, and without the end-of-turn tokens."""
+    ends = set(tokenizer.convert_tokens_to_ids(list(END_TOKENS)))
+    return tokenizer.decode([t for t in token_ids if t not in ends], skip_special_tokens=False)
+
+
 @dataclass
 class RolloutRequest:
     """One prompt: chat messages (HF format, one {"type": "image"} entry per image) + images."""

@@ -20,6 +20,7 @@ import torch
 from dprl.config import GRPOConfig, save_config
 from dprl.kernels import GRPOLossParams
 from dprl.train.advantages import group_advantages
+from dprl.rollout.base import answer_text
 from dprl.train.grpo_data import grounding_request, step_indices
 from dprl.train.metrics import MetricsLogger, PhaseTimer, peak_memory_bytes, plot_curves
 from dprl.train.policy import grpo_policy_loss, token_logprobs
@@ -137,7 +138,7 @@ class GRPOTrainer:
         with timer("rollout"):
             comps = self.rollout.generate(requests, seed=cfg.rollout.seed + 1_000_003 * step + self.rank)
         with timer("reward"):
-            texts = [c.text for c in comps]
+            texts = [answer_text(self.processor.tokenizer, c.token_ids) for c in comps]
             total, parts = self.reward.score(texts, boxes=[prompts[c.prompt_index].gt_boxes for c in comps])
             rewards = torch.from_numpy(total).float()  # (S,)
             adv = group_advantages(rewards, G, cfg.grpo.advantage, cfg.grpo.advantage_eps)
