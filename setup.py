@@ -7,7 +7,7 @@ ext = Pybind11Extension(
     sources=["csrc/bindings.cpp", "csrc/box_iou.cpp", "csrc/box_parse.cpp", "csrc/rewards.cpp"],
     include_dirs=["csrc"],
     cxx_std=17,
-    extra_compile_args=["-O3"],
+    extra_compile_args=["-O3", "-ffp-contract=off"],
 )
 
 setup(ext_modules=[ext], cmdclass={"build_ext": build_ext})

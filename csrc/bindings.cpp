@@ -14,6 +14,7 @@ namespace py = pybind11;
 using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
 using DoubleArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
 using Int64Array = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+using Int32Array = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
 
 namespace {
 
@@ -110,37 +111,98 @@ dprl::ParseOptions make_options(bool answer_only, bool last, uint32_t formats, i
   return o;
 }
 
+// image_wh / input_wh as [n, 2] float64 arrays when the coordinates are pixels; null otherwise.
+struct PixelSizes {
+  DoubleArray image, input;
+  const double* image_ptr = nullptr;
+  const double* input_ptr = nullptr;
+};
+
+PixelSizes pixel_sizes(const dprl::ParseOptions& opt, const py::object& image_wh,
+                       const py::object& input_wh, py::ssize_t n) {
+  PixelSizes p;
+  if (opt.coords != dprl::Coords::kPixels) return p;
+  if (image_wh.is_none()) throw py::value_error("coords=pixels needs image_wh [N, 2]");
+  p.image = DoubleArray::ensure(image_wh);
+  if (!p.image) throw py::error_already_set();
+  check_sizes(p.image, "image_wh", n);
+  p.image_ptr = p.image.data();
+  if (!input_wh.is_none()) {
+    p.input = DoubleArray::ensure(input_wh);
+    if (!p.input) throw py::error_already_set();
+    check_sizes(p.input, "input_wh", n);
+    p.input_ptr = p.input.data();
+  }
+  return p;
+}
+
 py::tuple analyze(const py::handle& texts, bool answer_only, bool last, uint32_t formats,
                   int coords, int swapped, bool clamp, const py::object& image_wh,
                   const py::object& input_wh, int max_threads) {
   const dprl::ParseOptions opt = make_options(answer_only, last, formats, coords, swapped, clamp);
   Texts t = borrow_texts(texts);
   const auto n = static_cast<py::ssize_t>(t.ptr.size());
-  DoubleArray image, input;
-  const double* pimage = nullptr;
-  const double* pinput = nullptr;
-  if (opt.coords == dprl::Coords::kPixels) {
-    if (image_wh.is_none()) throw py::value_error("coords=pixels needs image_wh [N, 2]");
-    image = DoubleArray::ensure(image_wh);
-    if (!image) throw py::error_already_set();
-    check_sizes(image, "image_wh", n);
-    pimage = image.data();
-    if (!input_wh.is_none()) {
-      input = DoubleArray::ensure(input_wh);
-      if (!input) throw py::error_already_set();
-      check_sizes(input, "input_wh", n);
-      pinput = input.data();
-    }
-  }
+  const PixelSizes sizes = pixel_sizes(opt, image_wh, input_wh, n);
   py::array_t<float> boxes({n, py::ssize_t{4}});
   py::array_t<uint8_t> format(n);
   float* pb = boxes.mutable_data();
   uint8_t* pf = format.mutable_data();
   {
     py::gil_scoped_release release;
-    dprl::analyze_batch(t.batch(), opt, pimage, pinput, pb, pf, max_threads);
+    dprl::analyze_batch(t.batch(), opt, sizes.image_ptr, sizes.input_ptr, pb, pf, max_threads);
   }
   return py::make_tuple(boxes, format);
+}
+
+// Checks ragged ground truth: gt [K, 4] and offsets [n + 1] from 0 to K, non-decreasing.
+void check_ragged(const FloatArray& gt, const Int64Array& offsets, py::ssize_t n) {
+  check_boxes(gt, "gt");
+  if (offsets.ndim() != 1 || offsets.shape(0) != n + 1) {
+    throw py::value_error("offsets must have shape [" + std::to_string(n + 1) + "], got " +
+                          shape_of(offsets));
+  }
+  const int64_t* po = offsets.data();
+  if (po[0] != 0 || po[n] != gt.shape(0)) {
+    throw py::value_error("offsets must start at 0 and end at len(gt)");
+  }
+  for (py::ssize_t i = 0; i < n; ++i) {
+    if (po[i + 1] < po[i]) throw py::value_error("offsets must be non-decreasing");
+  }
+}
+
+py::tuple score_batch(const py::handle& texts, bool answer_only, bool last, uint32_t formats,
+                      int coords, int swapped, bool clamp, const py::object& image_wh,
+                      const py::object& input_wh, const FloatArray& gt, const Int64Array& offsets,
+                      const Int32Array& kinds, const FloatArray& taus, const FloatArray& weights,
+                      int max_threads) {
+  const dprl::ParseOptions opt = make_options(answer_only, last, formats, coords, swapped, clamp);
+  Texts t = borrow_texts(texts);
+  const auto n = static_cast<py::ssize_t>(t.ptr.size());
+  const PixelSizes sizes = pixel_sizes(opt, image_wh, input_wh, n);
+  check_ragged(gt, offsets, n);
+  const py::ssize_t n_terms = kinds.size();
+  if (kinds.ndim() != 1 || taus.ndim() != 1 || weights.ndim() != 1 || taus.size() != n_terms ||
+      weights.size() != n_terms || n_terms == 0) {
+    throw py::value_error("kinds, taus and weights must be 1-D with one entry per term (>= 1)");
+  }
+  std::vector<dprl::RewardTerm> terms(n_terms);
+  for (py::ssize_t k = 0; k < n_terms; ++k) {
+    const int32_t kind = kinds.data()[k];
+    if (kind < 0 || kind > 4) throw py::value_error("term kinds must be 0..4");
+    terms[k] = {static_cast<dprl::TermKind>(kind), taus.data()[k], weights.data()[k]};
+  }
+  py::array_t<float> total(n);
+  py::array_t<float> parts({n_terms, n});
+  float* ptotal = total.mutable_data();
+  float* pparts = parts.mutable_data();
+  const float* pg = gt.data();
+  const int64_t* po = offsets.data();
+  {
+    py::gil_scoped_release release;
+    dprl::score_batch(t.batch(), opt, sizes.image_ptr, sizes.input_ptr, pg, po, terms.data(),
+                      n_terms, pparts, ptotal, max_threads);
+  }
+  return py::make_tuple(total, parts);
 }
 
 py::array_t<uint8_t> parse_letters(const py::handle& texts, bool answer_only, int max_threads) {
@@ -172,22 +234,12 @@ py::array_t<float> box_iou(const FloatArray& a, const FloatArray& b, int max_thr
 py::array_t<float> best_iou_ragged(const FloatArray& pred, const FloatArray& gt,
                                    const Int64Array& offsets, int max_threads) {
   check_boxes(pred, "pred");
-  check_boxes(gt, "gt");
   const auto n = pred.shape(0);
-  if (offsets.ndim() != 1 || offsets.shape(0) != n + 1) {
-    throw py::value_error("offsets must have shape [" + std::to_string(n + 1) + "], got " +
-                          shape_of(offsets));
-  }
-  const int64_t* po = offsets.data();
-  if (po[0] != 0 || po[n] != gt.shape(0)) {
-    throw py::value_error("offsets must start at 0 and end at len(gt)");
-  }
-  for (py::ssize_t i = 0; i < n; ++i) {
-    if (po[i + 1] < po[i]) throw py::value_error("offsets must be non-decreasing");
-  }
+  check_ragged(gt, offsets, n);
   py::array_t<float> out(n);
   const float* pp = pred.data();
   const float* pg = gt.data();
+  const int64_t* po = offsets.data();
   float* pout = out.mutable_data();
   {
     py::gil_scoped_release release;
@@ -212,6 +264,14 @@ PYBIND11_MODULE(_C, m) {
   m.def("parse_letters", &parse_letters, py::arg("texts"), py::arg("answer_only") = true,
         py::arg("max_threads") = 0,
         "texts: list of str/bytes -> uint8 [N], the ASCII code of each choice letter or 0.");
+  m.def("score_batch", &score_batch, py::arg("texts"), py::arg("answer_only"), py::arg("last"),
+        py::arg("formats"), py::arg("coords"), py::arg("swapped"), py::arg("clamp"),
+        py::arg("image_wh"), py::arg("input_wh"), py::arg("gt"), py::arg("offsets"),
+        py::arg("kinds"), py::arg("taus"), py::arg("weights"), py::arg("max_threads") = 0,
+        "Every built-in reward term in one pass: texts, parse options, ragged ground truth "
+        "(gt [K, 4], offsets [N + 1]) and terms (kinds int32 [T]: 0 format, 1 iou, "
+        "2 iou_threshold, 3 iou_squared, 4 acc; taus, weights float32 [T]) -> (total float32 "
+        "[N], parts float32 [T, N]).");
   m.def("best_iou_ragged", &best_iou_ragged, py::arg("pred"), py::arg("gt"), py::arg("offsets"),
         py::arg("max_threads") = 0,
         "pred [N, 4], gt [K, 4], offsets int64 [N + 1] -> float32 [N]: best IoU of pred[i] over "

@@ -1,6 +1,7 @@
 #include "rewards.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "box_iou.h"
 #include "parallel.h"
@@ -46,6 +47,67 @@ void best_iou_ragged(const float* pred, int64_t n, const float* gt, const int64_
         best = std::max(best, iou_one(pred + 4 * i, gt + 4 * j));
       }
       out[i] = best;
+    }
+  });
+}
+
+namespace {
+bool has_nan(const float* box) {
+  return std::isnan(box[0]) || std::isnan(box[1]) || std::isnan(box[2]) || std::isnan(box[3]);
+}
+}  // namespace
+
+void score_batch(const TextBatch& texts, const ParseOptions& opt, const double* image_wh,
+                 const double* input_wh, const float* gt, const int64_t* offsets,
+                 const RewardTerm* terms, int64_t n_terms, float* parts, float* total,
+                 int max_threads) {
+  bool need_format = false, need_iou = false;
+  for (int64_t k = 0; k < n_terms; ++k) {
+    (terms[k].kind == TermKind::kFormat ? need_format : need_iou) = true;
+  }
+  ParseOptions in_answer = opt;  // the format term's box half always reads the answer
+  in_answer.answer_only = true;
+  const bool pixels = opt.coords == Coords::kPixels;
+  const int64_t threads = threads_for(texts.n, texts.total_bytes, kBytesPerThread, max_threads);
+  parallel_for(texts.n, threads, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const char* s = texts.ptr[i];
+      const int64_t len = texts.len[i];
+      const double* img = pixels ? image_wh + 2 * i : nullptr;
+      const double* inp = pixels && input_wh ? input_wh + 2 * i : nullptr;
+      float box[4];
+      parse_box(s, len, opt, img, inp, box);
+      float format = 0.0f;
+      if (need_format) {
+        float answer_box[4];
+        const float* in_ans = box;
+        if (!opt.answer_only) {
+          parse_box(s, len, in_answer, img, inp, answer_box);
+          in_ans = answer_box;
+        }
+        format = 0.5f * (format_ok(s, len) ? 1.0f : 0.0f) + 0.5f * (has_nan(in_ans) ? 0.0f : 1.0f);
+      }
+      float iou = 0.0f;
+      if (need_iou) {
+        for (int64_t j = offsets[i]; j < offsets[i + 1]; ++j) iou = std::max(iou, iou_one(box, gt + 4 * j));
+      }
+      float sum = 0.0f;
+      for (int64_t k = 0; k < n_terms; ++k) {
+        float v = 0.0f;
+        switch (terms[k].kind) {
+          case TermKind::kFormat: v = format; break;
+          case TermKind::kIou: v = iou; break;
+          case TermKind::kIouThreshold: v = iou >= terms[k].tau ? iou : 0.0f; break;
+          case TermKind::kIouSquared: v = iou * iou; break;
+          case TermKind::kAcc: v = iou >= terms[k].tau ? 1.0f : 0.0f; break;
+        }
+        parts[k * texts.n + i] = v;
+        // Rounded product, then rounded sum: what numpy's float32 `total += w * part` does
+        // (the extension is built with -ffp-contract=off, so no fused multiply-add).
+        const float weighted = terms[k].weight * v;
+        sum += weighted;
+      }
+      total[i] = sum;
     }
   });
 }

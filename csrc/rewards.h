@@ -29,4 +29,30 @@ void letters_batch(const TextBatch& texts, bool answer_only, char* letters, int 
 void best_iou_ragged(const float* pred, int64_t n, const float* gt, const int64_t* offsets,
                      float* out, int max_threads = 0);
 
+// The built-in reward terms that score_batch computes (dprl/rewards/functions.py documents them
+// and holds the same rules for the Python path).
+enum class TermKind : int32_t {
+  kFormat = 0,        // 0.5 for <think>..</think><answer>..</answer> + 0.5 for a box in the answer
+  kIou = 1,           // best IoU over the sample's ground-truth boxes
+  kIouThreshold = 2,  // IoU if IoU >= tau else 0
+  kIouSquared = 3,    // IoU * IoU
+  kAcc = 4,           // 1 if IoU >= tau else 0
+};
+
+struct RewardTerm {
+  TermKind kind = TermKind::kFormat;
+  float tau = 0.0f;
+  float weight = 1.0f;
+};
+
+// Every term of a weighted reward in one pass over the texts: per text, parse the box, check
+// the format, take the best IoU over gt[offsets[i]:offsets[i + 1]], then score each term.
+// parts: [n_terms, n] (term-major, before weighting); total: [n], the float32 sum of
+// weight * part in term order (as the Python path adds them). gt may be null when no term
+// reads the IoU.
+void score_batch(const TextBatch& texts, const ParseOptions& opt, const double* image_wh,
+                 const double* input_wh, const float* gt, const int64_t* offsets,
+                 const RewardTerm* terms, int64_t n_terms, float* parts, float* total,
+                 int max_threads = 0);
+
 }  // namespace dprl

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dprl.rewards.iou import best_iou
-from dprl.rewards.options import ParseOptions, make_options
-from dprl.rewards.parse import analyze, parse_boxes, parse_letters
+from dprl._ext import native_fn
+from dprl.rewards.iou import best_iou, ragged_boxes
+from dprl.rewards.options import COORDS, SWAPPED, ParseOptions, make_options
+from dprl.rewards.parse import analyze, check_texts, parse_letters, sizes_array
 
 RewardFn = Callable[..., list]
 DEFAULT_TAU = {"iou_threshold": 0.8, "acc": 0.5}
@@ -85,6 +86,7 @@ class Batch:
     columns: dict
     options: ParseOptions = field(default_factory=ParseOptions)
     max_threads: int = 0  # C++ threads for big batches (0 = all cores)
+    use_native: bool | None = None  # None: C++ when built; False: the Python reference
     _analysis: tuple | None = None
     _iou: np.ndarray | None = None
 
@@ -93,21 +95,22 @@ class Batch:
             self._analysis = analyze(self.texts, self.options,
                                      image_size=self.columns.get("image_size"),
                                      input_size=self.columns.get("input_size"),
-                                     max_threads=self.max_threads)
+                                     use_native=self.use_native, max_threads=self.max_threads)
         return self._analysis  # boxes (N, 4), format_ok (N,)
 
     def gt_boxes(self):
         if "boxes" in self.columns:
             return self.columns["boxes"]
         if "solution" in self.columns:
-            return parse_boxes(list(self.columns["solution"]), options=self.options,
-                               scope="anywhere", image_size=self.columns.get("image_size"),
-                               input_size=self.columns.get("input_size"))  # (N, 4)
+            return analyze(list(self.columns["solution"]), self.options, scope="anywhere",
+                           image_size=self.columns.get("image_size"),
+                           input_size=self.columns.get("input_size"),
+                           use_native=self.use_native)[0]  # (N, 4)
         raise KeyError("IoU rewards need a 'boxes' or 'solution' column with the ground truth")
 
     def iou(self) -> np.ndarray:
         if self._iou is None:
-            self._iou = best_iou(self.analysis()[0], self.gt_boxes(),
+            self._iou = best_iou(self.analysis()[0], self.gt_boxes(), use_native=self.use_native,
                                  max_threads=self.max_threads)  # (N,)
         return self._iou
 
@@ -119,7 +122,7 @@ def _format(batch: Batch, tau) -> np.ndarray:
         boxes = analyze(batch.texts, batch.options, scope="answer",
                         image_size=batch.columns.get("image_size"),
                         input_size=batch.columns.get("input_size"),
-                        max_threads=batch.max_threads)[0]
+                        use_native=batch.use_native, max_threads=batch.max_threads)[0]
     has_box = ~np.isnan(boxes).any(axis=1)  # (N,)
     return 0.5 * ok.astype(np.float32) + 0.5 * has_box.astype(np.float32)
 
@@ -131,7 +134,7 @@ def _mc_letter(batch: Batch, tau) -> np.ndarray:
              for a in batch.columns["answer"]]
     if len(truth) != len(batch.texts):
         raise ValueError(f"got {len(batch.texts)} completions but {len(truth)} answers")
-    got = parse_letters(batch.texts, scope=batch.options.scope)  # (N,) "<U1", "" = none
+    got = parse_letters(batch.texts, scope=batch.options.scope, use_native=batch.use_native)  # (N,) "<U1", "" = none
     return ((got == np.array(truth, dtype="<U1")) & (got != "")).astype(np.float32)
 
 
@@ -144,6 +147,8 @@ _SCORERS: dict[str, Callable[[Batch, float], np.ndarray]] = {
     "mc_letter": _mc_letter,
 }
 assert set(_SCORERS) == set(BUILTIN)
+# The terms dprl._C.score_batch computes in one pass (csrc/rewards.h, TermKind).
+_FUSED_KINDS = {"format": 0, "iou": 1, "iou_threshold": 2, "iou_squared": 3, "acc": 4}
 
 
 @dataclass(frozen=True)
@@ -194,19 +199,60 @@ class RewardFunction:
     `fn(completions, **columns) -> list[float]`. `score` also returns each term's values."""
 
     def __init__(self, terms, options: ParseOptions | None = None, max_threads: int = 0,
-                 **parse_options):
+                 use_native: bool | None = None, **parse_options):
+        """terms: Term, name, or (name, weight[, tau]) each. use_native: None = C++ when built
+        (built-in terms then go through one fused pass, dprl._C.score_batch); False = the Python
+        reference; True = C++ or raise."""
         self.terms = [t if isinstance(t, Term) else Term(*t) if isinstance(t, tuple) else Term(t)
                       for t in terms]
         if not self.terms:
             raise ValueError("a reward needs at least one term")
         self.options = make_options(options, **parse_options)
         self.max_threads = max_threads
+        self.use_native = use_native
         self.__name__ = "+".join(t.label for t in self.terms)
+        # Terms the C++ scorer knows, as arrays for it; None when some term needs Python.
+        kinds = [_FUSED_KINDS.get(t.name) for t in self.terms]
+        self._terms_arrays = None if None in kinds else (
+            np.array(kinds, dtype=np.int32),  # (T,)
+            np.array([t.tau if t.tau is not None else 0.0 for t in self.terms], dtype=np.float32),
+            np.array([t.weight for t in self.terms], dtype=np.float32))
+
+    @property
+    def _fused(self):
+        """score_batch for this batch when every term is built in and dprl._C has it."""
+        if self._terms_arrays is None or self.use_native is False:
+            return None
+        fn = native_fn("score_batch")
+        if fn is None and self.use_native:
+            raise RuntimeError("use_native=True but dprl._C.score_batch is not built")
+        return None if fn is None else lambda batch: self._score_fused(fn, batch)
+
+    def _score_fused(self, fn, batch: Batch) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Every term in one C++ pass: parse, format, best IoU and the weighted sum per text."""
+        texts, cols, opt = check_texts(batch.texts), batch.columns, self.options
+        n = len(texts)
+        kinds, taus, weights = self._terms_arrays
+        if (kinds != _FUSED_KINDS["format"]).any():
+            flat, offsets = ragged_boxes(batch.gt_boxes(), n)
+        else:  # format alone reads no ground truth
+            flat, offsets = np.zeros((0, 4), np.float32), np.zeros(n + 1, np.int64)
+        image_wh = sizes_array(cols.get("image_size"), "image_size", n)
+        if opt.coords == "pixels" and image_wh is None:
+            raise ValueError("coords='pixels' needs image_size: [N, 2] (width, height) of the originals")
+        total, parts = fn(texts, opt.scope == "answer", opt.pick == "last", opt.format_mask,
+                          COORDS.index(opt.coords), SWAPPED.index(opt.swapped), opt.clamp,
+                          image_wh, sizes_array(cols.get("input_size"), "input_size", n), flat, offsets,
+                          kinds, taus, weights, self.max_threads)  # (N,), (T, N)
+        return total, {t.label: parts[k] for k, t in enumerate(self.terms)}
 
     def score(self, completions, **columns) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """-> (total float32 [N], {term label: float32 [N] before weighting})."""
         texts = completion_texts(completions)
-        batch = Batch(texts, columns, self.options, self.max_threads)
+        batch = Batch(texts, columns, self.options, self.max_threads, self.use_native)
+        fused = self._fused
+        if fused is not None:
+            return fused(batch)
         parts = {t.label: t.score(batch) for t in self.terms}
         total = np.zeros(len(texts), dtype=np.float32)  # (N,)
         for t in self.terms:

@@ -34,7 +34,8 @@ def _pick(use_native: bool | None, name: str):
     return fn
 
 
-def _sizes(x, name: str, n: int) -> np.ndarray | None:
+def sizes_array(x, name: str, n: int) -> np.ndarray | None:
+    """(width, height) per sample as a float64 [n, 2] array (one pair is broadcast), or None."""
     if x is None:
         return None
     arr = np.asarray(x, dtype=np.float64)
@@ -57,8 +58,8 @@ def analyze(texts, options: ParseOptions | None = None, *, image_size=None, inpu
     opt = make_options(options, **kwargs)
     check_texts(texts)
     n = len(texts)
-    image_wh = _sizes(image_size, "image_size", n)
-    input_wh = _sizes(input_size, "input_size", n)
+    image_wh = sizes_array(image_size, "image_size", n)
+    input_wh = sizes_array(input_size, "input_size", n)
     if opt.coords == "pixels" and image_wh is None:
         raise ValueError("coords='pixels' needs image_size: [N, 2] (width, height) of the originals")
     fn = _pick(use_native, "analyze")

@@ -27,17 +27,26 @@ IOU = np.array([1.0, 40000 / 44000, 40000 / 60000, 1.0, 0.0, 0.0], dtype=np.floa
     ("acc", [1, 1, 1, 1, 0, 0]),  # tau 0.5 by default
     ("acc@0.95", [1, 0, 0, 1, 0, 0]),
 ])
-def test_builtin_rewards(name, expected, monkeypatch, use_native):
-    if not use_native:
-        monkeypatch.setattr(functions_module, "analyze", _reference(functions_module.analyze))
-        monkeypatch.setattr(functions_module, "best_iou", _reference(functions_module.best_iou))
-    got = reward_fn(name)(COMPLETIONS, boxes=[GT] * len(COMPLETIONS))
+def test_builtin_rewards(name, expected, use_native):
+    got = reward_fn(name, use_native=use_native)(COMPLETIONS, boxes=[GT] * len(COMPLETIONS))
     assert isinstance(got, list) and all(isinstance(x, float) for x in got)
     np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
-def _reference(fn):
-    return lambda *a, **k: fn(*a, use_native=False, **k)
+def test_reference_path_never_calls_the_extension(monkeypatch):
+    """use_native=False must score with the Python reference alone (the fallback when dprl._C
+    is not built): every C++ entry point is made to fail."""
+    def boom(name):
+        raise AssertionError(f"dprl._C.{name} called with use_native=False")
+
+    monkeypatch.setattr(functions_module, "native_fn", boom)
+    import dprl.rewards.iou as iou_module
+    import dprl.rewards.parse as parse_module
+    monkeypatch.setattr(parse_module, "native_fn", boom)
+    monkeypatch.setattr(iou_module, "native_fn", boom)
+    fn = RewardFunction([("format", 1.0), ("iou_threshold", 1.0), ("acc", 0.5)], use_native=False)
+    total, _ = fn.score(COMPLETIONS, boxes=[GT] * len(COMPLETIONS))
+    np.testing.assert_allclose(total, [2.5, 2.409091, 1.5, 2.0, 0.5, 0.0], rtol=1e-6)
 
 
 def test_weighted_sum_and_components():

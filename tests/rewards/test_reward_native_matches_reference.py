@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dprl.rewards import analyze, best_iou, parse_letters
+from dprl.rewards import RewardFunction, analyze, best_iou, parse_letters
 from dprl.rewards.options import COORDS, FORMAT_BITS, PICKS, SCOPES, SWAPPED
 
 from conftest import needs_native
@@ -125,6 +125,57 @@ def test_large_batch_split_across_threads_matches_reference():
     rb, rf = analyze(batch, use_native=False)
     np.testing.assert_array_equal(nb, rb)
     np.testing.assert_array_equal(nf, rf)
+
+
+FUSED_TERMS = ["format", "iou", "iou_threshold", "iou_squared", "acc"]
+terms = st.lists(st.tuples(st.sampled_from(FUSED_TERMS),
+                           st.sampled_from([1.0, 0.5, -2.0, 0.1, 3.7, 0.0]),
+                           st.sampled_from([None, 0.0, 0.3, 0.5, 0.8, 1.0])),
+                 min_size=1, max_size=4).map(
+    lambda ts: [(n, w, t if n in ("iou_threshold", "acc") else None) for n, w, t in ts])
+gt_lists = st.lists(st.lists(st.sampled_from([0.0, 10.0, 100.0, 250.0, 300.0, 999.0, 1000.0, 0.3]),
+                             min_size=4, max_size=4), max_size=3)
+
+
+def assert_fused_same(batch, gts, term_list, **opts):
+    """One C++ pass (score_batch) == the term-by-term Python reference, bit for bit."""
+    fused = RewardFunction(term_list, use_native=True, **opts)
+    ref = RewardFunction(term_list, use_native=False, **opts)
+    assert fused._fused is not None  # really the one-pass path
+    total, parts = fused.score(batch, boxes=gts)
+    ref_total, ref_parts = ref.score(batch, boxes=gts)
+    assert parts.keys() == ref_parts.keys()
+    for k in parts:
+        np.testing.assert_array_equal(parts[k], ref_parts[k], err_msg=k)
+    np.testing.assert_array_equal(total, ref_total)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.one_of(texts, boxes_in_noise()), gt_lists), min_size=1, max_size=8),
+       terms, options)
+def test_fused_score_equals_reference(samples, term_list, opts):
+    batch = [t for t, _ in samples]
+    gts = [np.array(g, dtype=np.float32).reshape(-1, 4) for _, g in samples]
+    assert_fused_same(batch, gts, term_list, **opts)
+
+
+def test_fused_score_pixels_solution_column_and_threads():
+    rng = np.random.default_rng(1)
+    n = 700  # over the per-thread byte threshold with the padding below
+    batch = ["<think>" + "z" * int(rng.integers(0, 2000)) + "</think><answer>[%d, %d, %d, %d]</answer>"
+             % tuple(rng.integers(0, 300, 4)) for _ in range(n)]
+    solution = ["<|box_start|>(%d,%d),(%d,%d)<|box_end|>" % tuple(rng.integers(0, 300, 4))
+                for _ in range(n)]
+    image = rng.integers(200, 900, (n, 2)).astype(float)
+    inp = rng.integers(100, 400, (n, 2)).astype(float)
+    term_list = [("format", 1.0), ("iou_threshold", 1.0, 0.3), ("acc", 0.25)]
+    for opts in ({}, {"coords": "pixels", "clamp": True}, {"scope": "anywhere"}):
+        cols = {"solution": solution, "image_size": image, "input_size": inp}
+        fused = RewardFunction(term_list, use_native=True, max_threads=4, **opts).score(batch, **cols)
+        ref = RewardFunction(term_list, use_native=False, **opts).score(batch, **cols)
+        np.testing.assert_array_equal(fused[0], ref[0])
+        for k in ref[1]:
+            np.testing.assert_array_equal(fused[1][k], ref[1][k])
 
 
 def _random_text(rng) -> bytes:
