@@ -48,6 +48,9 @@ class TinyModelConfig:
     vision_embed_dim: int = 64
     vision_num_heads: int = 4
     max_position_embeddings: int = 4096
+    # The language model's rotary base. mRoPE gives the width axis the lowest frequencies; with
+    # head_dim 32 and Qwen2-VL's 1e6 they barely turn across a tiny image's few columns.
+    rope_theta: float = 1000000.0
     # Images are resized to at most this many pixels, so a picture costs a handful of tokens
     # (one merged 28x28 patch each) instead of hundreds.
     max_pixels: int = 112 * 112
@@ -59,6 +62,7 @@ class TinyModelConfig:
                      "max_position_embeddings", "max_pixels", "min_pixels"):
             v = getattr(self, name)
             _require(v > 0, f"{key}{name}", "a positive integer", v)
+        _require(self.rope_theta > 1.0, f"{key}rope_theta", "a rotary base > 1", self.rope_theta)
         _require(self.vocab_size >= 300, f"{key}vocab_size",
                  "at least 300 (256 byte tokens plus room for merges)", self.vocab_size)
         _require(self.hidden_size % self.num_heads == 0, f"{key}hidden_size",
@@ -462,6 +466,18 @@ class WorldConfig:
     # while one is left, instead of any other category of the domain.
     distractor_similarity: float = 0.5
     box_format: Literal["norm1000", "pixels"] = "norm1000"  # Qwen2-VL 0-1000, or image pixels
+    # "free": entities anywhere (non-overlapping); "grid": one entity per cell of a
+    # grid_size x grid_size grid, off-centre by up to cell_jitter of the room left in the cell,
+    # and the chain of thought names each entity's cell ("top left: ..."). A grid makes the box
+    # a function of a named cell, which a model too small to regress free positions can learn.
+    layout: Literal["free", "grid"] = "free"
+    grid_size: int = 2
+    cell_jitter: float = 0.5
+    # Strength of a tint that varies smoothly across the picture (redder to the right, bluer to
+    # the bottom; 0 = none, 1 = +-64 levels at the edges). Qwen2-VL's vision tower encodes
+    # position only relatively (2-D RoPE), so a tiny one cannot tell where a patch is; the tint
+    # writes position into every patch's pixels.
+    position_tint: float = 0.0
     train_per_domain: int = 800
     val_per_domain: int = 40
     test_per_domain: int = 100
@@ -494,6 +510,18 @@ class WorldConfig:
                  "0 < min_entity_size <= max_entity_size <= 0.6", (self.min_entity_size, self.max_entity_size))
         _require(self.min_entity_size * self.image_size >= 8, f"{key}min_entity_size",
                  f"entities of at least 8 pixels (image_size={self.image_size})", self.min_entity_size)
+        if self.layout == "grid":
+            _require(2 <= self.grid_size <= 3, f"{key}grid_size", "2 or 3 cells per side", self.grid_size)
+            _require(self.max_entities <= self.grid_size ** 2, f"{key}max_entities",
+                     f"at most grid_size**2 = {self.grid_size ** 2} (one entity per cell)",
+                     self.max_entities)
+            _require(self.max_entity_size * self.grid_size <= 0.9, f"{key}max_entity_size",
+                     f"at most {0.9 / self.grid_size:.3f} with grid_size={self.grid_size} (an entity "
+                     "fits in its cell with a margin)", self.max_entity_size)
+        _require(0.0 <= self.cell_jitter <= 1.0, f"{key}cell_jitter", "a fraction in [0, 1]",
+                 self.cell_jitter)
+        _require(0.0 <= self.position_tint <= 1.0, f"{key}position_tint", "a strength in [0, 1]",
+                 self.position_tint)
         _require(0.0 <= self.distractor_similarity <= 1.0, f"{key}distractor_similarity",
                  "a probability in [0, 1]", self.distractor_similarity)
         for name in ("train_per_domain", "val_per_domain", "test_per_domain",

@@ -22,10 +22,11 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from dprl.config import WorldConfig, save_config
-from dprl.data.domains import Category, aspect, draw_entity, make_categories
+from dprl.data.domains import COLOURS, Category, aspect, draw_entity, make_categories
 from dprl.data.prompts import (R1_INSTRUCTION, R1_LETTER_INSTRUCTION, box_string,
                                grounding_question)
 
+COLOUR_ORDER = {c: i for i, c in enumerate(COLOURS)}
 _ORDINALS = ("1st", "2nd", "3rd", "4th", "5th", "6th")
 _LETTERS = "ABCDEF"
 # Pale backgrounds: entities' colours stay the most saturated thing in the picture.
@@ -58,6 +59,30 @@ def _place(rng: random.Random, cfg: WorldConfig, sizes: list[tuple[int, int]]):
     return boxes
 
 
+def cell_names(grid_size: int) -> list[str]:
+    """Names of a grid's cells in reading order: "top left", "top right", ... ("centre" alone
+    for the middle of a 3x3 grid)."""
+    rows = {2: ("top", "bottom"), 3: ("top", "middle", "bottom")}[grid_size]
+    cols = {2: ("left", "right"), 3: ("left", "centre", "right")}[grid_size]
+    return ["centre" if (r, c) == ("middle", "centre") else f"{r} {c}" for r in rows for c in cols]
+
+
+def _place_grid(rng: random.Random, cfg: WorldConfig, sizes: list[tuple[int, int]]):
+    """(pixel boxes, cell indices): each entity in its own random cell, jittered inside it."""
+    g = cfg.grid_size
+    cells = rng.sample(range(g * g), len(sizes))
+    boxes = []
+    for (w, h), cell in zip(sizes, cells):
+        r, c = divmod(cell, g)
+        cx0, cx1 = round(c * cfg.image_size / g), round((c + 1) * cfg.image_size / g)
+        cy0, cy1 = round(r * cfg.image_size / g), round((r + 1) * cfg.image_size / g)
+        room_x, room_y = max(0, cx1 - cx0 - w - 2), max(0, cy1 - cy0 - h - 2)  # 1 px margin each side
+        x0 = cx0 + 1 + round(room_x / 2 + rng.uniform(-0.5, 0.5) * cfg.cell_jitter * room_x)
+        y0 = cy0 + 1 + round(room_y / 2 + rng.uniform(-0.5, 0.5) * cfg.cell_jitter * room_y)
+        boxes.append((x0, y0, x0 + w, y0 + h))
+    return boxes, cells
+
+
 def _to_answer_coords(box_px, cfg: WorldConfig) -> list[float]:
     """Pixel box -> the configured answer convention (Qwen2-VL's 0-1000 by default)."""
     if cfg.box_format == "pixels":
@@ -73,11 +98,28 @@ def _norm1000(box_px, size: int) -> list[float]:
 def _draw(cfg: WorldConfig, rng: random.Random, cats: list[Category], boxes, path: str) -> None:
     from PIL import Image, ImageDraw
 
-    img = Image.new("RGB", (cfg.image_size, cfg.image_size), rng.choice(_BACKGROUNDS))
+    background = rng.choice(_BACKGROUNDS)
+    if cfg.position_tint > 0:
+        img = _tinted_background(cfg.image_size, background, cfg.position_tint)
+    else:
+        img = Image.new("RGB", (cfg.image_size, cfg.image_size), background)
     d = ImageDraw.Draw(img)
     for cat, box in zip(cats, boxes):
         draw_entity(d, box, cat, flip=rng.random() < 0.5)
     img.save(path, optimize=False, compress_level=1)
+
+
+def _tinted_background(size: int, base: tuple[int, int, int], strength: float):
+    """A background whose red falls from left to right and blue from top to bottom, by up to
+    96*strength levels: every background patch shows where it is, entities keep their colours."""
+    from PIL import Image
+
+    ramp = (np.arange(size, dtype=np.float32) + 0.5) / size  # (S,) in (0, 1)
+    px = np.empty((size, size, 3), dtype=np.float32)  # (H, W, 3)
+    px[:] = np.asarray(base, dtype=np.float32)
+    px[:, :, 0] -= 96.0 * strength * ramp[None, :]
+    px[:, :, 2] -= 96.0 * strength * ramp[:, None]
+    return Image.fromarray(np.clip(np.rint(px), 0, 255).astype(np.uint8))
 
 
 def _distractors(rng: random.Random, cfg: WorldConfig, target: Category, pool: list[Category], k: int):
@@ -93,15 +135,26 @@ def _distractors(rng: random.Random, cfg: WorldConfig, target: Category, pool: l
     return chosen
 
 
-def chain_of_thought(target: Category, cats: list[Category], boxes_px, answer_box) -> str:
-    """Plan (the named entity's known look) -> what each candidate looks like, left to right ->
-    which one matches -> the box. A few dozen tokens: the tiny model writes it at ~100 tok/s."""
-    order = sorted(range(len(cats)), key=lambda i: (boxes_px[i][0] + boxes_px[i][2], boxes_px[i][1]))
-    seen = "; ".join(cats[i].short for i in order)
-    pos = order.index(cats.index(target))
-    return (f"<think>Find the {target.name}: {target.colour}, {target.mark_short}. "
-            f"Left to right: {seen}. The {_ORDINALS[pos]} is {target.short}.</think>"
-            f"<answer>{box_string(answer_box)}</answer>")
+def chain_of_thought(target: Category, cats: list[Category], boxes_px, answer_box,
+                     cells: list[int] | None = None, grid_size: int = 0) -> str:
+    """Plan (the named entity's known look) -> what each candidate looks like -> which one
+    matches -> the box. Candidates go left to right; on a grid (`cells`: each candidate's cell
+    index, row-major) every cell is named in reading order instead, empty ones too, so the k-th
+    item is always the k-th cell. A few dozen tokens: the tiny model writes it at ~100 tok/s."""
+    plan = f"<think>Find the {target.name}: {target.colour}, {target.mark_short}. "
+    t = cats.index(target)
+    if cells is not None:
+        # Candidates in the field guide's order (by colour, then mark), not by place: deciding
+        # which known looks are present and then where the named one is are lookups by content,
+        # which attention does in one step, where naming the k-th cell's occupant is not.
+        order = sorted(range(len(cats)), key=lambda i: (COLOUR_ORDER[cats[i].colour], cats[i].mark))
+        seen = "I see " + ", ".join(cats[i].short for i in order)
+        found = f"The {target.short} is at the {cell_names(grid_size)[cells[t]]}."
+    else:
+        order = sorted(range(len(cats)), key=lambda i: (boxes_px[i][0] + boxes_px[i][2], boxes_px[i][1]))
+        seen = "Left to right: " + "; ".join(cats[i].short for i in order)
+        found = f"The {_ORDINALS[order.index(t)]} is {target.short}."
+    return f"{plan}{seen}. {found}</think><answer>{box_string(answer_box)}</answer>"
 
 
 def grounding_sample(cfg: WorldConfig, split: str, domain: str, index: int, seen: bool,
@@ -112,7 +165,11 @@ def grounding_sample(cfg: WorldConfig, split: str, domain: str, index: int, seen
         target = rng.choice(categories)
         cats = [target] + _distractors(rng, cfg, target, categories, k - 1)
         rng.shuffle(cats)
-        boxes_px = _place(rng, cfg, [_entity_box(rng, cfg, domain) for _ in cats])
+        sizes = [_entity_box(rng, cfg, domain) for _ in cats]
+        if cfg.layout == "grid":
+            boxes_px, cells = _place_grid(rng, cfg, sizes)
+            break
+        boxes_px, cells = _place(rng, cfg, sizes), None
         if boxes_px is not None:
             break
     qid = f"kvg-{split}-{domain}-{index:05d}"
@@ -134,7 +191,7 @@ def grounding_sample(cfg: WorldConfig, split: str, domain: str, index: int, seen
         "seen": seen,
         "split": split,
         "prompt": question + R1_INSTRUCTION,
-        "response": chain_of_thought(target, cats, boxes_px, answer_box),
+        "response": chain_of_thought(target, cats, boxes_px, answer_box, cells, cfg.grid_size),
         "gt_boxes": [_norm1000(boxes_px[t], cfg.image_size)],
         "gt_boxes_px": [list(map(float, boxes_px[t]))],
         "image_width": cfg.image_size,

@@ -39,7 +39,7 @@ def _model_config(cfg: TinyModelConfig, tokenizer):
         num_key_value_heads=cfg.num_kv_heads,
         max_position_embeddings=cfg.max_position_embeddings,
         rms_norm_eps=1e-6,
-        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0,
+        rope_parameters={"rope_type": "default", "rope_theta": float(cfg.rope_theta),
                          "mrope_section": mrope_section(head_dim)},
         bos_token_id=ids("<|endoftext|>"),
         eos_token_id=ids("<|im_end|>"),

@@ -115,7 +115,57 @@ def test_parquet_with_embedded_images_loads_like_the_real_benchmark(small_world,
     ("min_entity_size=0.01", "min_entity_size"),
     ("distractor_similarity=1.5", "distractor_similarity"),
     ("box_format=pixel", "box_format"),
+    ("layout=tiles", "layout"),
+    ("position_tint=2", "position_tint"),
+    # a 3x3 grid has no room for entities of 0.38 of the picture
+    ("[layout=grid, grid_size=3]", "max_entity_size"),
+    ("[layout=grid, grid_size=4]", "grid_size"),
+    ("[layout=grid, max_entities=5]", "max_entities"),
 ])
 def test_bad_world_config_names_the_key(override, key):
+    overrides = override[1:-1].split(", ") if override.startswith("[") else [override]
     with pytest.raises(ConfigError, match=key):
-        load_config(WorldConfig, None, [override])
+        load_config(WorldConfig, None, overrides)
+
+
+@pytest.mark.parametrize("grid_size, max_size", [(2, 0.38), (3, 0.28)])
+def test_grid_layout_puts_each_entity_in_its_named_cell(tmp_path, grid_size, max_size):
+    from dprl.data.world import cell_names
+
+    cfg = WorldConfig(output_dir=str(tmp_path), layout="grid", grid_size=grid_size,
+                      max_entity_size=max_size, min_entity_size=0.2, position_tint=0.5,
+                      max_entities=4, train_per_domain=0, val_per_domain=8, test_per_domain=0,
+                      fgvr_train_per_domain=0, fgvr_test_per_domain=0, workers=1)
+    generate_world(cfg, progress=False)
+    names = cell_names(grid_size)
+    cell = 112 / grid_size
+    for r in _rows(str(tmp_path), "kvg_val.jsonl"):
+        cells = []
+        for x0, y0, x1, y1 in (np.array(b) * 112 / 1000 for b in r["candidate_boxes"]):
+            col, row = int((x0 + x1) / 2 // cell), int((y0 + y1) / 2 // cell)
+            # inside its cell, with the 1-pixel margin (boxes are rounded to 0-1000)
+            assert col * cell - 1 <= x0 and x1 <= (col + 1) * cell + 1
+            assert row * cell - 1 <= y0 and y1 <= (row + 1) * cell + 1
+            cells.append(row * grid_size + col)
+        assert len(set(cells)) == len(cells)  # one entity per cell
+        target = names[cells[r["candidate_entities"].index(r["entity"])]]
+        assert f"is at the {target}.</think>" in r["response"]
+        # every candidate's look is listed once, and the answer is the target's box
+        listed = r["response"].split("I see ")[1].split(". The ")[0].split(", ")
+        assert len(listed) == len(r["candidate_entities"])
+        assert answer_boxes(r["answer"]) == r["gt_boxes"]
+
+
+def test_position_tint_colours_only_the_background(tmp_path):
+    base = dict(train_per_domain=0, val_per_domain=3, test_per_domain=0, fgvr_train_per_domain=0,
+                fgvr_test_per_domain=0, workers=1, seen_domains=["car"], unseen_domains=[])
+    plain, tinted = tmp_path / "plain", tmp_path / "tinted"
+    generate_world(WorldConfig(output_dir=str(plain), **base), progress=False)
+    generate_world(WorldConfig(output_dir=str(tinted), position_tint=1.0, **base), progress=False)
+    for r in _rows(str(plain), "kvg_val.jsonl"):
+        a = np.asarray(Image.open(plain / r["image"]).convert("RGB")).astype(int)  # (H, W, 3)
+        b = np.asarray(Image.open(tinted / r["image"]).convert("RGB")).astype(int)
+        background = np.abs(a - a[0, 0]).sum(-1) == 0  # (H, W)
+        assert (a[~background] == b[~background]).all()  # entities keep their colours exactly
+        assert (np.abs(a - b).sum(-1) > 0)[background].mean() > 0.9  # the background is tinted...
+        assert b[5, 100, 0] < b[5, 5, 0] - 60 and b[100, 5, 2] < b[5, 5, 2] - 60

@@ -82,6 +82,16 @@ def test_mrope_section_fills_the_rotary_half():
     assert mrope_section(128) == [16, 24, 24]  # Qwen2-VL-7B's own split
 
 
+def test_rope_theta_reaches_the_checkpoint(tmp_path):
+    import json
+
+    out = make_tiny_model(str(tmp_path / "m"), TinyModelConfig(rope_theta=10.0))
+    text = json.load(open(os.path.join(out, "config.json")))["text_config"]
+    assert text["rope_parameters"]["rope_theta"] == 10.0
+    with pytest.raises(ConfigError, match="rope_theta"):
+        make_tiny_model(str(tmp_path / "bad"), TinyModelConfig(rope_theta=0.5))
+
+
 def test_bad_sizes_fail_before_writing(tmp_path):
     with pytest.raises(ConfigError, match="num_kv_heads"):
         make_tiny_model(str(tmp_path / "m"), TinyModelConfig(num_kv_heads=3))
