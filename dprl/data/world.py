@@ -138,15 +138,16 @@ def _distractors(rng: random.Random, cfg: WorldConfig, target: Category, pool: l
 def chain_of_thought(target: Category, cats: list[Category], boxes_px, answer_box,
                      cells: list[int] | None = None, grid_size: int = 0) -> str:
     """Plan (the named entity's known look) -> what each candidate looks like -> which one
-    matches -> the box. Candidates go left to right; on a grid (`cells`: each candidate's cell
-    index, row-major) every cell is named in reading order instead, empty ones too, so the k-th
-    item is always the k-th cell. A few dozen tokens: the tiny model writes it at ~100 tok/s."""
+    matches -> the box. Candidates go left to right, and the match is named by its rank; on a
+    grid (`cells`: each candidate's cell index, row-major) they go in the field guide's order
+    and the match is named by its cell. A few dozen tokens: the tiny model writes it at
+    ~100 tok/s."""
     plan = f"<think>Find the {target.name}: {target.colour}, {target.mark_short}. "
     t = cats.index(target)
     if cells is not None:
-        # Candidates in the field guide's order (by colour, then mark), not by place: deciding
-        # which known looks are present and then where the named one is are lookups by content,
-        # which attention does in one step, where naming the k-th cell's occupant is not.
+        # By colour, then mark, not by place: which known looks are present, and where the named
+        # one is, are lookups by content (one attention step), where naming the occupant of the
+        # k-th place needs attention by position, which a tiny model's mRoPE barely resolves.
         order = sorted(range(len(cats)), key=lambda i: (COLOUR_ORDER[cats[i].colour], cats[i].mark))
         seen = "I see " + ", ".join(cats[i].short for i in order)
         found = f"The {target.short} is at the {cell_names(grid_size)[cells[t]]}."
