@@ -30,7 +30,7 @@ import numpy as np
 from dprl._ext import native_fn
 from dprl.rewards.iou import best_iou, ragged_boxes
 from dprl.rewards.options import COORDS, SWAPPED, ParseOptions, make_options
-from dprl.rewards.parse import analyze, check_texts, parse_letters, sizes_array
+from dprl.rewards.parse import analyze, check_texts, parse_letters, pixel_sizes
 
 RewardFn = Callable[..., list]
 DEFAULT_TAU = {"iou_threshold": 0.8, "acc": 0.5}
@@ -218,15 +218,14 @@ class RewardFunction:
             np.array([t.tau if t.tau is not None else 0.0 for t in self.terms], dtype=np.float32),
             np.array([t.weight for t in self.terms], dtype=np.float32))
 
-    @property
-    def _fused(self):
-        """score_batch for this batch when every term is built in and dprl._C has it."""
+    def _fused_fn(self):
+        """dprl._C.score_batch when every term is built in and the extension has it, else None."""
         if self._terms_arrays is None or self.use_native is False:
             return None
         fn = native_fn("score_batch")
         if fn is None and self.use_native:
             raise RuntimeError("use_native=True but dprl._C.score_batch is not built")
-        return None if fn is None else lambda batch: self._score_fused(fn, batch)
+        return fn
 
     def _score_fused(self, fn, batch: Batch) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Every term in one C++ pass: parse, format, best IoU and the weighted sum per text."""
@@ -237,22 +236,20 @@ class RewardFunction:
             flat, offsets = ragged_boxes(batch.gt_boxes(), n)
         else:  # format alone reads no ground truth
             flat, offsets = np.zeros((0, 4), np.float32), np.zeros(n + 1, np.int64)
-        image_wh = sizes_array(cols.get("image_size"), "image_size", n)
-        if opt.coords == "pixels" and image_wh is None:
-            raise ValueError("coords='pixels' needs image_size: [N, 2] (width, height) of the originals")
+        image_wh, input_wh = pixel_sizes(opt, cols.get("image_size"), cols.get("input_size"), n)
         total, parts = fn(texts, opt.scope == "answer", opt.pick == "last", opt.format_mask,
                           COORDS.index(opt.coords), SWAPPED.index(opt.swapped), opt.clamp,
-                          image_wh, sizes_array(cols.get("input_size"), "input_size", n), flat, offsets,
-                          kinds, taus, weights, self.max_threads)  # (N,), (T, N)
+                          image_wh, input_wh, flat, offsets, kinds, taus, weights,
+                          self.max_threads)  # (N,), (T, N)
         return total, {t.label: parts[k] for k, t in enumerate(self.terms)}
 
     def score(self, completions, **columns) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """-> (total float32 [N], {term label: float32 [N] before weighting})."""
         texts = completion_texts(completions)
         batch = Batch(texts, columns, self.options, self.max_threads, self.use_native)
-        fused = self._fused
-        if fused is not None:
-            return fused(batch)
+        fn = self._fused_fn()
+        if fn is not None:
+            return self._score_fused(fn, batch)
         parts = {t.label: t.score(batch) for t in self.terms}
         total = np.zeros(len(texts), dtype=np.float32)  # (N,)
         for t in self.terms:

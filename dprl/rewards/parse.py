@@ -48,6 +48,14 @@ def sizes_array(x, name: str, n: int) -> np.ndarray | None:
     return np.ascontiguousarray(arr)
 
 
+def pixel_sizes(opt: ParseOptions, image_size, input_size, n: int):
+    """(image_wh, input_wh) as float64 [n, 2] arrays or None; coords="pixels" needs image_size."""
+    image_wh = sizes_array(image_size, "image_size", n)
+    if opt.coords == "pixels" and image_wh is None:
+        raise ValueError("coords='pixels' needs image_size: [N, 2] (width, height) of the originals")
+    return image_wh, sizes_array(input_size, "input_size", n)
+
+
 def analyze(texts, options: ParseOptions | None = None, *, image_size=None, input_size=None,
             use_native: bool | None = None, max_threads: int = 0, **kwargs):
     """texts (N str/bytes) -> (boxes float32 [N, 4] with NaN rows, format_ok bool [N]).
@@ -58,10 +66,7 @@ def analyze(texts, options: ParseOptions | None = None, *, image_size=None, inpu
     opt = make_options(options, **kwargs)
     check_texts(texts)
     n = len(texts)
-    image_wh = sizes_array(image_size, "image_size", n)
-    input_wh = sizes_array(input_size, "input_size", n)
-    if opt.coords == "pixels" and image_wh is None:
-        raise ValueError("coords='pixels' needs image_size: [N, 2] (width, height) of the originals")
+    image_wh, input_wh = pixel_sizes(opt, image_size, input_size, n)
     fn = _pick(use_native, "analyze")
     if fn is None:
         boxes, fmt = reference.analyze_reference(texts, opt, image_wh, input_wh)

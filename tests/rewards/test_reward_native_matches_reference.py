@@ -141,7 +141,7 @@ def assert_fused_same(batch, gts, term_list, **opts):
     """One C++ pass (score_batch) == the term-by-term Python reference, bit for bit."""
     fused = RewardFunction(term_list, use_native=True, **opts)
     ref = RewardFunction(term_list, use_native=False, **opts)
-    assert fused._fused is not None  # really the one-pass path
+    assert fused._fused_fn() is not None  # really the one-pass path
     total, parts = fused.score(batch, boxes=gts)
     ref_total, ref_parts = ref.score(batch, boxes=gts)
     assert parts.keys() == ref_parts.keys()
