@@ -4,7 +4,8 @@ from setuptools import setup
 
 ext = Pybind11Extension(
     "dprl._C",
-    sources=["csrc/bindings.cpp", "csrc/box_iou.cpp", "csrc/box_parse.cpp", "csrc/rewards.cpp"],
+    sources=["csrc/bindings.cpp", "csrc/box_iou.cpp", "csrc/box_parse.cpp", "csrc/rewards.cpp",
+             "csrc/worker_pool.cpp"],
     include_dirs=["csrc"],
     cxx_std=17,
     extra_compile_args=["-O3", "-ffp-contract=off"],

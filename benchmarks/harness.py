@@ -24,6 +24,44 @@ def median_time(fn, repeats: int = 7, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def interleaved_median_times(fns: dict, repeats: int = 7, warmup: int = 1) -> dict:
+    """Median wall time in seconds of each named fn, timed in turns (a, b, a, b, ...) so that a
+    slow spell of a shared machine lands on every variant instead of on whichever ran then."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def machine_scaling_2t(nbytes: int = 8 << 20, repeats: int = 7) -> float:
+    """What a second thread buys on this machine for plain compute: SHA-256 of two buffers on
+    one thread vs on two (hashlib releases the GIL). Virtual CPUs often give well under 2x; a
+    parallel result is judged against this ceiling, measured in the same run."""
+    import hashlib
+    import threading
+
+    bufs = [os.urandom(nbytes), os.urandom(nbytes)]
+
+    def one():
+        for b in bufs:
+            hashlib.sha256(b).digest()
+
+    def two():
+        t = threading.Thread(target=lambda: hashlib.sha256(bufs[1]).digest())
+        t.start()
+        hashlib.sha256(bufs[0]).digest()
+        t.join()
+
+    t = interleaved_median_times({"one": one, "two": two}, repeats)
+    return t["one"] / t["two"]
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,

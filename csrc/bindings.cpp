@@ -9,6 +9,7 @@
 #include "box_iou.h"
 #include "box_parse.h"
 #include "rewards.h"
+#include "worker_pool.h"
 
 namespace py = pybind11;
 using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
@@ -69,6 +70,8 @@ Texts borrow_texts(const py::handle& seq) {
   t.ptr.resize(n);
   t.len.resize(n);
   for (Py_ssize_t i = 0; i < n; ++i) {
+    // The str objects lie scattered over the heap: ask for later ones while reading this one.
+    if (i + 8 < n) __builtin_prefetch(PyTuple_GET_ITEM(t.owner.ptr(), i + 8));
     PyObject* item = PyTuple_GET_ITEM(t.owner.ptr(), i);
     if (PyUnicode_Check(item)) {
       Py_ssize_t size = 0;
@@ -276,4 +279,7 @@ PYBIND11_MODULE(_C, m) {
         py::arg("max_threads") = 0,
         "pred [N, 4], gt [K, 4], offsets int64 [N + 1] -> float32 [N]: best IoU of pred[i] over "
         "gt[offsets[i]:offsets[i + 1]] (0 when empty).");
+  m.def("pool_workers", &dprl::pool_workers,
+        "Warm worker threads this process keeps for big batches (hardware threads - 1; started "
+        "on first use, rebuilt in a forked child).");
 }

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <thread>
-#include <vector>
+
+#include "parallel.h"
 
 namespace dprl {
 
@@ -38,21 +38,9 @@ void rows(const float* a, int64_t lo, int64_t hi, const float* b, int64_t m, flo
 
 void box_iou_pairwise(const float* a, int64_t n, const float* b, int64_t m, float* out,
                       int max_threads) {
-  // Below ~64k pairs a thread costs more to start than the work it would take over.
   constexpr int64_t kPairsPerThread = 1 << 16;
-  int64_t threads = max_threads > 0 ? max_threads : std::thread::hardware_concurrency();
-  threads = std::max<int64_t>(1, std::min<int64_t>(threads, (n * m) / kPairsPerThread));
-  threads = std::min<int64_t>(threads, std::max<int64_t>(n, 1));
-  if (threads <= 1) {
-    rows(a, 0, n, b, m, out);
-    return;
-  }
-  std::vector<std::thread> pool;
-  const int64_t chunk = (n + threads - 1) / threads;
-  for (int64_t lo = 0; lo < n; lo += chunk) {
-    pool.emplace_back(rows, a, lo, std::min(n, lo + chunk), b, m, out);
-  }
-  for (auto& t : pool) t.join();
+  const int64_t threads = threads_for(n, n * m, kPairsPerThread, max_threads);
+  parallel_for(n, threads, [&](int64_t lo, int64_t hi) { rows(a, lo, hi, b, m, out); });
 }
 
 }  // namespace dprl

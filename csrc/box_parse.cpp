@@ -31,24 +31,6 @@ inline const char* skip_blanks(const char* p, const char* e) {
   return p;
 }
 
-// First occurrence of the tag `t` (length m, starting with '<') in [p, e), or null. memchr on
-// '<' skips the long chain of thought at memory speed; '<' is rare in it.
-const char* find_tag(const char* p, const char* e, const char* t, size_t m) {
-  while (e - p >= static_cast<std::ptrdiff_t>(m)) {
-    const void* hit = std::memchr(p, '<', static_cast<size_t>(e - p) - m + 1);
-    if (!hit) return nullptr;
-    p = static_cast<const char*>(hit);
-    if (std::memcmp(p, t, m) == 0) return p;
-    ++p;
-  }
-  return nullptr;
-}
-
-template <size_t M>
-const char* find_tag(const char* p, const char* e, const char (&t)[M]) {
-  return find_tag(p, e, t, M - 1);
-}
-
 template <size_t M>
 bool starts_with(const char* p, const char* e, const char (&t)[M]) {
   return e - p >= static_cast<std::ptrdiff_t>(M - 1) && std::memcmp(p, t, M - 1) == 0;
@@ -189,38 +171,68 @@ void no_box(float* box) {
 
 }  // namespace
 
-Span answer_span(const char* s, int64_t n) {
+TextTags scan_tags(const char* s, int64_t n) {
   const char* e = s + n;
-  const char* a = find_tag(s, e, kAnswerOpen);
-  if (!a) return {};
-  const char* b = find_tag(a + sizeof(kAnswerOpen) - 1, e, kAnswerClose);
-  if (!b) return {};
-  return {a + sizeof(kAnswerOpen) - 1 - s, b - s, true};
+  const char* p0 = skip_blanks(s, e);
+  const bool think_first = starts_with(p0, e, kThinkOpen);
+  // First "<answer>" anywhere and the first "</answer>" after it (the answer span); the first
+  // "</think>" after the opening "<think>", the "<answer>" that must follow it after blanks, and
+  // the first "</answer>" after that one (the format rule). Tags can't overlap (each starts at
+  // its own '<'), so every later '<' lies past the tag before it.
+  const char *a_open = nullptr, *a_close = nullptr;
+  const char *t_close = nullptr, *f_open = nullptr, *f_close = nullptr;
+  bool format_settled = !think_first;
+  const char* p = think_first ? p0 + sizeof(kThinkOpen) - 1 : s;
+  // One walk over the '<' of the text; memchr skips the chain of thought at memory speed.
+  while (p < e && !(a_close && format_settled)) {
+    const void* hit = std::memchr(p, '<', static_cast<size_t>(e - p));
+    if (!hit) break;
+    const char* q = static_cast<const char*>(hit);
+    p = q + 1;
+    if (starts_with(q, e, kAnswerOpen)) {
+      if (!a_open) a_open = q;
+      p = q + sizeof(kAnswerOpen) - 1;
+    } else if (starts_with(q, e, kAnswerClose)) {
+      if (a_open && !a_close) a_close = q;
+      if (f_open && !f_close) {
+        f_close = q;
+        format_settled = true;
+      }
+      p = q + sizeof(kAnswerClose) - 1;
+    } else if (starts_with(q, e, kThinkClose)) {
+      if (think_first && !t_close) {
+        t_close = q;
+        const char* after = skip_blanks(q + sizeof(kThinkClose) - 1, e);
+        if (starts_with(after, e, kAnswerOpen)) {
+          f_open = after;
+        } else {
+          format_settled = true;  // no "<answer>" right after the first "</think>"
+        }
+      }
+      p = q + sizeof(kThinkClose) - 1;
+    }
+  }
+  TextTags tags;
+  if (a_open && a_close) tags.answer = {a_open + sizeof(kAnswerOpen) - 1 - s, a_close - s, true};
+  tags.format = f_close && skip_blanks(f_close + sizeof(kAnswerClose) - 1, e) == e;
+  return tags;
 }
 
-bool format_ok(const char* s, int64_t n) {
-  const char* e = s + n;
-  const char* p = skip_blanks(s, e);
-  if (!starts_with(p, e, kThinkOpen)) return false;
-  p = find_tag(p + sizeof(kThinkOpen) - 1, e, kThinkClose);
-  if (!p) return false;
-  p = skip_blanks(p + sizeof(kThinkClose) - 1, e);
-  if (!starts_with(p, e, kAnswerOpen)) return false;
-  p = find_tag(p + sizeof(kAnswerOpen) - 1, e, kAnswerClose);
-  if (!p) return false;
-  return skip_blanks(p + sizeof(kAnswerClose) - 1, e) == e;
-}
+Span answer_span(const char* s, int64_t n) { return scan_tags(s, n).answer; }
+
+bool format_ok(const char* s, int64_t n) { return scan_tags(s, n).format; }
 
 void parse_box(const char* s, int64_t n, const ParseOptions& opt, const double* image_wh,
                const double* input_wh, float* box) {
-  const char* p = s;
-  const char* e = s + n;
-  if (opt.answer_only) {
-    const Span span = answer_span(s, n);
-    if (!span.found) return no_box(box);
-    p = s + span.begin;
-    e = s + span.end;
-  }
+  parse_box(s, n, opt.answer_only ? answer_span(s, n) : Span{0, n, true}, opt, image_wh, input_wh,
+            box);
+}
+
+void parse_box(const char* s, int64_t n, const Span& region, const ParseOptions& opt,
+               const double* image_wh, const double* input_wh, float* box) {
+  if (!region.found) return no_box(box);
+  const char* p = s + region.begin;
+  const char* e = s + region.end;
   // Non-overlapping matches left to right, as re.finditer gives; keep the first or the last.
   Token tok[4], chosen[4];
   bool found = false;

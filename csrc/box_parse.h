@@ -51,12 +51,23 @@ Span answer_span(const char* s, int64_t n);
 // "<answer>", anything, the first "</answer>" after it, blanks, end of text.
 bool format_ok(const char* s, int64_t n);
 
+// Both of the above from one walk over the text's tags (what a reward needs per completion).
+struct TextTags {
+  Span answer;
+  bool format = false;
+};
+TextTags scan_tags(const char* s, int64_t n);
+
 // Writes the parsed box (x1, y1, x2, y2) to box[0..3], or four NaNs when there is none.
 // A match whose coordinates do not fit a finite float32 (1e308, huge digit strings) is no box.
 // image_wh / input_wh: (width, height) of the original image and of the model input; used only
 // with Coords::kPixels (and for clamping there); input_wh may be null (= image_wh).
 void parse_box(const char* s, int64_t n, const ParseOptions& opt, const double* image_wh,
                const double* input_wh, float* box);
+// The same, searching only `region` of the text (an answer span already found, or the whole
+// text); opt.answer_only is not read.
+void parse_box(const char* s, int64_t n, const Span& region, const ParseOptions& opt,
+               const double* image_wh, const double* input_wh, float* box);
 
 // Multiple-choice answer: in the answer (or the whole text), after blanks and an optional "(",
 // one ASCII letter not followed by a letter or digit. Returns it upper-cased, or 0 if none.

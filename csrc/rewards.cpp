@@ -22,8 +22,10 @@ void analyze_batch(const TextBatch& texts, const ParseOptions& opt, const double
     for (int64_t i = lo; i < hi; ++i) {
       const char* s = texts.ptr[i];
       const int64_t n = texts.len[i];
-      format[i] = format_ok(s, n) ? 1 : 0;
-      parse_box(s, n, opt, pixels ? image_wh + 2 * i : nullptr,
+      const TextTags tags = scan_tags(s, n);
+      format[i] = tags.format ? 1 : 0;
+      parse_box(s, n, opt.answer_only ? tags.answer : Span{0, n, true}, opt,
+                pixels ? image_wh + 2 * i : nullptr,
                 pixels && input_wh ? input_wh + 2 * i : nullptr, boxes + 4 * i);
     }
   });
@@ -65,8 +67,6 @@ void score_batch(const TextBatch& texts, const ParseOptions& opt, const double* 
   for (int64_t k = 0; k < n_terms; ++k) {
     (terms[k].kind == TermKind::kFormat ? need_format : need_iou) = true;
   }
-  ParseOptions in_answer = opt;  // the format term's box half always reads the answer
-  in_answer.answer_only = true;
   const bool pixels = opt.coords == Coords::kPixels;
   const int64_t threads = threads_for(texts.n, texts.total_bytes, kBytesPerThread, max_threads);
   parallel_for(texts.n, threads, [&](int64_t lo, int64_t hi) {
@@ -75,17 +75,18 @@ void score_batch(const TextBatch& texts, const ParseOptions& opt, const double* 
       const int64_t len = texts.len[i];
       const double* img = pixels ? image_wh + 2 * i : nullptr;
       const double* inp = pixels && input_wh ? input_wh + 2 * i : nullptr;
+      const TextTags tags = scan_tags(s, len);  // one walk over the tags for both uses
       float box[4];
-      parse_box(s, len, opt, img, inp, box);
+      parse_box(s, len, opt.answer_only ? tags.answer : Span{0, len, true}, opt, img, inp, box);
       float format = 0.0f;
       if (need_format) {
         float answer_box[4];
         const float* in_ans = box;
-        if (!opt.answer_only) {
-          parse_box(s, len, in_answer, img, inp, answer_box);
+        if (!opt.answer_only) {  // the format term's box half always reads the answer
+          parse_box(s, len, tags.answer, opt, img, inp, answer_box);
           in_ans = answer_box;
         }
-        format = 0.5f * (format_ok(s, len) ? 1.0f : 0.0f) + 0.5f * (has_nan(in_ans) ? 0.0f : 1.0f);
+        format = 0.5f * (tags.format ? 1.0f : 0.0f) + 0.5f * (has_nan(in_ans) ? 0.0f : 1.0f);
       }
       float iou = 0.0f;
       if (need_iou) {

@@ -84,6 +84,24 @@ def test_native_equals_reference(batch, opts):
     assert_same(batch, **opts)
 
 
+# Texts made mostly of tags: repeated, nested, cut and out-of-order <think>/<answer> pairs, which
+# the C++ side reads in one walk for both the answer span and the format rule.
+TAG_PIECES = ["<think>", "</think>", "<answer>", "</answer>", "<answer", "</think", "<", "<<",
+              " ", "\n", "x", "[1, 2, 3, 4]", "(1,2),(3,4)"]
+tag_texts = st.lists(st.sampled_from(TAG_PIECES), max_size=16).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(tag_texts, min_size=1, max_size=16), st.sampled_from(SCOPES))
+def test_tag_structure_native_equals_reference(batch, scope):
+    assert_same(batch, scope=scope)
+    gt = np.tile(np.array([[1, 2, 3, 4]], np.float32), (len(batch), 1))  # (N, 4)
+    terms = [("format", 0.5), ("iou", 1.0)]
+    fused = RewardFunction(terms, use_native=True, scope=scope).score(batch, boxes=gt)[0]
+    ref = RewardFunction(terms, use_native=False, scope=scope).score(batch, boxes=gt)[0]
+    np.testing.assert_array_equal(fused, ref)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.floats(allow_nan=False, allow_infinity=False, min_value=-1e6, max_value=1e6),
                           st.floats(allow_nan=False, allow_infinity=False, min_value=-1e6, max_value=1e6),

@@ -1,0 +1,89 @@
+"""The C++ worker pool: batches split across warm workers, callers from several Python threads
+at once (the pool takes one, the others use threads of their own), and a forked child (which
+inherits the pool object but not its threads) all give the single-threaded result."""
+import os
+import signal
+import threading
+
+import numpy as np
+import pytest
+
+from dprl._ext import native
+from dprl.rewards import RewardFunction
+
+from conftest import needs_native
+
+pytestmark = needs_native
+
+TERMS = [("format", 0.5), ("iou", 1.0), ("acc", 1.0, 0.5)]
+
+
+def _batch(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    gt = rng.integers(0, 500, (n, 2)).astype(np.float32)
+    gt = np.concatenate([gt, gt + rng.integers(20, 400, (n, 2))], axis=1)  # (N, 4)
+    pred = gt + rng.integers(-60, 61, (n, 4))
+    # Long thoughts put the batch over the per-thread byte threshold, so it is really split.
+    texts = [f"<think>{'w' * int(rng.integers(50, 600))}</think><answer>[{p[0]}, {p[1]}, {p[2]}, "
+             f"{p[3]}]</answer>" if i % 7 else "garbage" for i, p in enumerate(pred.tolist())]
+    return texts, gt
+
+
+def _serial(texts, gt):
+    return RewardFunction(TERMS, max_threads=1).score(texts, boxes=gt)[0]
+
+
+def test_pool_splits_and_matches_serial():
+    if native().pool_workers() < 1:
+        pytest.skip("one hardware thread: the pool has no workers")
+    texts, gt = _batch(6000, 0)
+    want = _serial(texts, gt)
+    fn = RewardFunction(TERMS, max_threads=2)
+    for _ in range(20):  # back to back: warm workers; the first call wakes a sleeping one
+        np.testing.assert_array_equal(fn.score(texts, boxes=gt)[0], want)
+
+
+def test_concurrent_callers_from_python_threads():
+    batches = [_batch(3000, seed) for seed in range(4)]
+    wants = [_serial(*b) for b in batches]
+    got, errors = {}, []
+
+    def work(k):
+        try:
+            fn = RewardFunction(TERMS, max_threads=2)
+            for _ in range(10):
+                got[k] = fn.score(batches[k][0], boxes=batches[k][1])[0]
+                np.testing.assert_array_equal(got[k], wants[k])
+        except Exception as e:  # noqa: BLE001 - reported below with the thread's index
+            errors.append((k, e))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_forked_child_builds_its_own_pool():
+    texts, gt = _batch(6000, 1)
+    fn = RewardFunction(TERMS, max_threads=2)
+    want = fn.score(texts, boxes=gt)[0]  # the parent's pool now exists
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: score, send the bytes back, leave without running any cleanup
+        signal.alarm(60)  # a child waiting on the parent's (absent) workers dies instead of hanging
+        try:
+            out = fn.score(texts, boxes=gt)[0].tobytes()
+            os.write(write, out)
+        finally:
+            os._exit(0)
+    os.close(write)
+    chunks = []
+    while chunk := os.read(read, 1 << 16):
+        chunks.append(chunk)
+    os.close(read)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    np.testing.assert_array_equal(np.frombuffer(b"".join(chunks), dtype=np.float32), want)
