@@ -75,18 +75,22 @@ class Pool {
 
   void loop(int index) {
     uint64_t seen = 0;
+    bool worked = false;
     for (;;) {
-      seen = wait_for_job(seen);
-      if (index < static_cast<int64_t>(seen & 0xffff)) {
+      // Only a worker that just took part keeps polling; the others (a job smaller than the
+      // pool) go back to sleep at once instead of burning their cores.
+      seen = wait_for_job(seen, worked ? spin_ : std::chrono::microseconds(0));
+      worked = index < static_cast<int64_t>(seen & 0xffff);
+      if (worked) {
         call(index);
         pending_.fetch_sub(1, std::memory_order_release);
       }
     }
   }
 
-  // Spins for spin_, then sleeps until the job word differs from `seen`; returns the new word.
-  uint64_t wait_for_job(uint64_t seen) {
-    const auto deadline = std::chrono::steady_clock::now() + spin_;
+  // Spins for `spin`, then sleeps until the job word differs from `seen`; returns the new word.
+  uint64_t wait_for_job(uint64_t seen, std::chrono::microseconds spin) {
+    const auto deadline = std::chrono::steady_clock::now() + spin;
     for (int spins = 0;; ++spins) {
       const uint64_t job = job_.load(std::memory_order_acquire);
       if (job != seen) return job;
