@@ -36,35 +36,68 @@ bool starts_with(const char* p, const char* e, const char (&t)[M]) {
   return e - p >= static_cast<std::ptrdiff_t>(M - 1) && std::memcmp(p, t, M - 1) == 0;
 }
 
+constexpr double kPow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                             1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+// One number as written, and its value when the scan could compute it exactly (see scan_number).
+// No default initialisers: parse_box keeps eight on the stack per text, and zeroing them showed
+// up as a tenth of its time; scan_number fills every field of a token it returns.
 struct Token {
-  const char* p = nullptr;
-  const char* e = nullptr;
+  const char* p;
+  const char* e;
+  double value;
+  bool exact;
 };
 
 // NUM = [+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)? taken greedily; null if no number starts at p.
 // Greedy equals the regex's backtracking here: whatever a shorter number would leave behind
 // starts with [0-9.eE+-], which can never be the blank or punctuation that must follow.
+//
+// The same walk gathers the digits, so the common case needs no second pass: Clinger's exact case,
+// a decimal with at most 15 significant digits and at most 22 after the point, is m or m / 10^k
+// with m and 10^k both exact doubles, and one IEEE division rounds it correctly. Model outputs
+// ("123", "0.457") are nearly all like this; the rest (exponents, long digit runs) leave
+// tok->exact false and go through from_chars.
 const char* scan_number(const char* p, const char* e, Token* tok) {
   const char* q = p;
-  if (q < e && (*q == '+' || *q == '-')) ++q;
+  bool neg = false;
+  if (q < e && (*q == '+' || *q == '-')) neg = *q++ == '-';
+  uint64_t m = 0;  // wraps harmlessly past 19 digits: such numbers are not exact anyway
+  int64_t significant = 0;
   const char* d = q;
-  while (q < e && is_digit(*q)) ++q;
-  int64_t digits = q - d;
+  for (; q < e && is_digit(*q); ++q) {
+    const uint64_t c = uint64_t(*q - '0');
+    significant += (m | c) != 0;  // leading zeros are not significant
+    m = m * 10 + c;
+  }
+  int64_t digits = q - d, fraction = 0;
   if (q < e && *q == '.') {
     const char* f = ++q;
-    while (q < e && is_digit(*q)) ++q;
-    digits += q - f;
+    for (; q < e && is_digit(*q); ++q) {
+      const uint64_t c = uint64_t(*q - '0');
+      significant += (m | c) != 0;
+      m = m * 10 + c;
+    }
+    fraction = q - f;
+    digits += fraction;
   }
   if (digits == 0) return nullptr;
+  bool exact = significant <= 15 && fraction <= 22;
   if (q < e && (*q == 'e' || *q == 'E')) {
     const char* r = q + 1;
     if (r < e && (*r == '+' || *r == '-')) ++r;
     const char* x = r;
     while (r < e && is_digit(*r)) ++r;
-    if (r > x) q = r;
+    if (r > x) {
+      q = r;
+      exact = false;
+    }
   }
+  const double v = fraction ? double(m) / kPow10[fraction] : double(m);
   tok->p = p;
   tok->e = q;
+  tok->value = neg ? -v : v;
+  tok->exact = exact;
   return q;
 }
 
@@ -113,49 +146,14 @@ const char* match_box(const char* p, const char* e, uint32_t formats, Token* tok
   return expect(q, e, ')');
 }
 
-// Clinger's exact case: a decimal with at most 15 significant digits and a power of ten up to
-// 1e22 is m or m / 10^k with m and 10^k both exact doubles, so one IEEE division gives the
-// correctly rounded result. Model outputs ("123", "0.457") are nearly all like this, and it is
-// several times faster than from_chars. Returns false for anything else (exponents included).
-bool exact_fast_path(const char* p, const char* e, double* out) {
-  static constexpr double kPow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                      1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                      1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
-  bool neg = false;
-  if (p < e && *p == '-') {
-    neg = true;
-    ++p;
-  }
-  uint64_t m = 0;
-  int digits = 0, scale = 0;
-  bool dot = false;
-  for (; p < e; ++p) {
-    const char c = *p;
-    if (is_digit(c)) {
-      scale -= dot;
-      if (m == 0 && c == '0') continue;  // leading zeros are not significant
-      if (++digits > 15) return false;
-      m = m * 10 + uint64_t(c - '0');
-    } else if (c == '.') {
-      dot = true;
-    } else {
-      return false;
-    }
-  }
-  if (scale < -22) return false;
-  const double v = scale < 0 ? double(m) / kPow10[-scale] : double(m);
-  *out = neg ? -v : v;
-  return true;
-}
-
 // Decimal text -> the correctly rounded double (as Python's float() gives). from_chars is
 // locale-free; it reports out-of-range (overflow to inf, underflow to 0) without a value, so
 // those rare tokens go through strtod_l in the "C" locale, which returns inf or 0 as Python does.
 double to_double(const Token& t) {
+  if (t.exact) return t.value;
   const char* p = t.p;
   if (*p == '+') ++p;  // from_chars takes no '+'
   double v = 0.0;
-  if (exact_fast_path(p, t.e, &v)) return v;
   auto res = std::from_chars(p, t.e, v, std::chars_format::general);
   if (res.ec == std::errc() && res.ptr == t.e) return v;
   static locale_t c_locale = newlocale(LC_NUMERIC_MASK, "C", static_cast<locale_t>(0));
@@ -234,8 +232,9 @@ void parse_box(const char* s, int64_t n, const Span& region, const ParseOptions&
   const char* p = s + region.begin;
   const char* e = s + region.end;
   // Non-overlapping matches left to right, as re.finditer gives; keep the first or the last.
-  Token tok[4], chosen[4];
-  bool found = false;
+  Token slots[2][4];
+  Token* tok = slots[0];       // the match being tried
+  Token* chosen = nullptr;     // the last full match, in the other slot
   while (p < e) {
     if (*p != '(' && *p != '[') {
       ++p;
@@ -246,12 +245,12 @@ void parse_box(const char* s, int64_t n, const Span& region, const ParseOptions&
       ++p;
       continue;
     }
-    std::copy(tok, tok + 4, chosen);
-    found = true;
+    chosen = tok;
+    tok = (tok == slots[0]) ? slots[1] : slots[0];
     if (!opt.last) break;
     p = q;
   }
-  if (!found) return no_box(box);
+  if (!chosen) return no_box(box);
 
   double v[4];
   for (int k = 0; k < 4; ++k) v[k] = to_double(chosen[k]);
