@@ -1,7 +1,9 @@
 """log p(target) per token straight from hidden states and the lm_head weight, never holding N x V.
 
 Tokens go through in chunks: one chunk's logits [n, V] are made by a GEMM, reduced to
-(logp, lse, entropy) by the row kernels, and dropped. The backward recomputes each chunk's logits
+(logp, lse, entropy) by the row kernels, and dropped. On CPU, when tiling the vocabulary instead
+streams fewer bytes (few tokens, a big vocabulary: the usual case there), the blocks run over the
+vocabulary with an online log-sum-exp (_torch_vocab_tiles). The backward recomputes each chunk's logits
 (2NHV FLOPs) rather than storing them, turns them into d logits in place and feeds two GEMMs, so
 the work is the 8NHV floor of issue 4 and the only N x V-sized memory is one chunk. GEMMs stay on
 cuBLAS/oneDNN, the row work on the Triton (CUDA) or torch (CPU) row ops.
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dprl.kernels import _common
+from dprl.kernels import _common, _torch_vocab_tiles
 from dprl.kernels._common import (check_float, check_targets,
                                   check_temperature, resolve_backend, rows_per_chunk)
 from dprl.kernels.selective_logprob import rows_ops
@@ -24,6 +26,7 @@ class LinearLogprobParams:
     with_entropy: bool = False
     backend: str = "torch"  # resolved: 'triton' or 'torch'
     chunk_rows: int = 1  # tokens per chunk
+    vocab_block: int = 0  # > 0: tile the vocabulary in blocks of this size instead (torch only)
 
 
 def _chunk_rows(n: int, v: int, weight: torch.Tensor, backend: str, chunk_rows: int | None) -> int:
@@ -35,13 +38,35 @@ def _chunk_rows(n: int, v: int, weight: torch.Tensor, backend: str, chunk_rows: 
     return rows_per_chunk(n, v, _common.CPU_CHUNK_ELEMS)
 
 
+def _vocab_block(n: int, v: int, h: int, backend: str, chunk_rows: int | None,
+                 vocab_block: int | None) -> int:
+    """Vocabulary block size when the torch path should tile the vocabulary, else 0."""
+    if vocab_block is not None:
+        if chunk_rows is not None:
+            raise ValueError("give chunk_rows (token tiles) or vocab_block (vocabulary tiles), not both")
+        if backend != "torch":
+            raise ValueError(f"vocab_block is for the torch backend, got backend={backend!r}")
+        if vocab_block < 1:
+            raise ValueError(f"vocab_block must be >= 1, got {vocab_block}")
+        return min(v, vocab_block)
+    if backend != "torch" or chunk_rows is not None:
+        return 0
+    if not _torch_vocab_tiles.vocab_tiles_stream_less(n, v, h, _common.CPU_CHUNK_ELEMS):
+        return 0
+    return _torch_vocab_tiles.vocab_block(n, v, _common.CPU_CHUNK_ELEMS)
+
+
 class LinearLogprob(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                 params: LinearLogprobParams):
+        inv_t = 1.0 / params.temperature
+        if params.vocab_block:
+            logp, lse, ent = _torch_vocab_tiles.forward(hidden, weight, targets, inv_t,
+                                                        params.with_entropy, params.vocab_block)
+            return LinearLogprob._finish_forward(ctx, params, hidden, weight, targets, lse, logp, ent)
         ops = rows_ops(params.backend)
         n, step = hidden.shape[0], params.chunk_rows
-        inv_t = 1.0 / params.temperature
         logp = torch.empty(n, dtype=torch.float32, device=hidden.device)  # (N,)
         lse = torch.empty(n, dtype=torch.float32, device=hidden.device)  # (N,)
         ent = torch.empty(n, dtype=torch.float32, device=hidden.device) if params.with_entropy else None
@@ -53,6 +78,10 @@ class LinearLogprob(torch.autograd.Function):
             if ent is not None:
                 ent[a:a + step] = en
             del logits
+        return LinearLogprob._finish_forward(ctx, params, hidden, weight, targets, lse, logp, ent)
+
+    @staticmethod
+    def _finish_forward(ctx, params, hidden, weight, targets, lse, logp, ent):
         ctx.save_for_backward(hidden, weight, targets, lse)
         ctx.params = params
         if ent is not None:
@@ -66,6 +95,11 @@ class LinearLogprob(torch.autograd.Function):
         params = ctx.params
         ops = rows_ops(params.backend)
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if params.vocab_block:
+            grad_h, grad_w = _torch_vocab_tiles.backward(
+                hidden, weight, targets, lse, grad_logp, 1.0 / params.temperature,
+                params.vocab_block, need_h, need_w)
+            return grad_h, grad_w, None, None
         n, step = hidden.shape[0], params.chunk_rows
         grad_h = torch.empty_like(hidden) if need_h else None  # (N, H)
         # fp32 accumulator: summing N / n chunk GEMMs into a bf16 buffer would round once per
@@ -100,29 +134,35 @@ def _check(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, te
 
 def linear_logprob(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                    temperature: float = 1.0, *, return_entropy: bool = False,
-                   chunk_rows: int | None = None, backend: str = "auto"):
+                   chunk_rows: int | None = None, vocab_block: int | None = None,
+                   backend: str = "auto"):
     """fp32 log softmax(hidden @ weight.T / temperature)[i, targets[i]] -> [N].
 
     hidden: [N, H] and weight: [V, H] (lm_head), same float dtype; targets: [N] int32/int64.
     Feed completion positions only. return_entropy: also return the fp32 [N] entropy (a metric,
     no gradient). chunk_rows: tokens per chunk (default: 128 MB of logits on CUDA, 8M fp32
-    elements on CPU). backend: 'auto' (Triton row kernels on CUDA, torch on CPU), 'triton', 'torch'.
+    elements on CPU; on CPU the vocabulary is tiled instead, in blocks of the same size, when that
+    streams fewer bytes, unless chunk_rows is given). vocab_block: vocabulary entries per block,
+    forcing vocabulary tiles on the torch backend. backend: 'auto' (Triton row kernels on CUDA, torch on CPU), 'triton', 'torch'.
     Differentiable with respect to hidden and weight; the weight gradient is accumulated in fp32.
     """
     _check(hidden, weight, targets, temperature)
     backend = resolve_backend(backend, hidden, weight)
     hidden = hidden.contiguous()  # (N, H)
+    n, v = hidden.shape[0], weight.shape[0]
     params = LinearLogprobParams(
         temperature=float(temperature), with_entropy=return_entropy, backend=backend,
-        chunk_rows=_chunk_rows(hidden.shape[0], weight.shape[0], weight, backend, chunk_rows))
+        chunk_rows=_chunk_rows(n, v, weight, backend, chunk_rows),
+        vocab_block=_vocab_block(n, v, hidden.shape[1], backend, chunk_rows, vocab_block))
     return LinearLogprob.apply(hidden, weight, targets, params)
 
 
 def linear_logprob_reference(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                              temperature: float = 1.0, *, return_entropy: bool = False,
-                             chunk_rows: int | None = None, backend: str = "auto"):
+                             chunk_rows: int | None = None, vocab_block: int | None = None,
+                             backend: str = "auto"):
     """The definition in float64 through autograd (builds N x V: small inputs only) -> fp32 [N].
-    `chunk_rows` and `backend` are accepted for signature parity and ignored."""
+    `chunk_rows`, `vocab_block` and `backend` are accepted for signature parity and ignored."""
     _check(hidden, weight, targets, temperature)
     logits = hidden.double() @ weight.double().T  # (N, V) float64
     logq = torch.log_softmax(logits / temperature, dim=-1)  # (N, V)

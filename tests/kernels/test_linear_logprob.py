@@ -84,3 +84,56 @@ def test_bf16_qwen_vocab_cuda():
     assert_cce("logp bf16", linear_logprob(hidden, weight, targets), lt.detach(), ref[0])
     assert_cce("d hidden bf16", hh.grad, h.grad, ref[2])
     assert_cce("d weight bf16", ww.grad, w.grad, ref[3])
+
+
+# (N, H, V, vocab_block): blocks that do not divide V, a block of one entry, one block for all.
+VOCAB_TILE_CASES = [(1, 8, 17, 5), (13, 24, 1000, 37), (40, 16, 333, 1), (9, 32, 4097, 4097)]
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+@pytest.mark.parametrize("n,h,v,block", VOCAB_TILE_CASES)
+def test_vocab_tiles_vs_float64(temperature, n, h, v, block):
+    hidden, weight, targets, grad = _inputs(n, h, v, "cpu", seed=n + v)
+    targets[: n // 2] = (torch.arange(n // 2) * block) % v  # first entry of a block
+    hh, ww = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    logp, ent = linear_logprob(hh, ww, targets, temperature, return_entropy=True,
+                               vocab_block=block, backend="torch")
+    logp.backward(grad)
+    ref = _eager(hidden, weight, targets, temperature, grad, torch.float64)
+    same = _eager(hidden, weight, targets, temperature, grad, torch.float32)
+    for name, got, s, r in zip(("logp", "entropy", "d hidden", "d weight"),
+                               (logp, ent, hh.grad, ww.grad), same, ref):
+        assert_cce(name, got, s, r)
+
+
+def test_vocab_tiles_large_logits_and_late_max():
+    """The running max must be rescaled when a later block holds a larger logit: logits of a few
+    hundred, rising along the vocabulary so every block brings a new max."""
+    n, h, v = 6, 8, 300
+    hidden, weight, targets, grad = _inputs(n, h, v, "cpu", seed=3)
+    weight = weight * 40 + torch.linspace(0, 300, v)[:, None] / h ** 0.5
+    hh, ww = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    logp, ent = linear_logprob(hh, ww, targets, return_entropy=True, vocab_block=16)
+    logp.backward(grad)
+    ref = _eager(hidden, weight, targets, 1.0, grad, torch.float64)
+    same = _eager(hidden, weight, targets, 1.0, grad, torch.float32)
+    for name, got, s, r in zip(("logp", "entropy", "d hidden", "d weight"),
+                               (logp, ent, hh.grad, ww.grad), same, ref):
+        assert_cce(name, got, s, r)
+
+
+def test_cpu_picks_vocab_tiles_when_they_stream_less():
+    from dprl.kernels._torch_vocab_tiles import vocab_tiles_stream_less
+    chunk = 1 << 23
+    assert vocab_tiles_stream_less(2048, 151936, 256, chunk)  # few tokens, Qwen2-VL vocabulary
+    assert not vocab_tiles_stream_less(1 << 20, 1000, 64, chunk)  # many tokens, small vocabulary
+
+
+def test_vocab_tiles_bad_arguments():
+    hidden, weight, targets, _ = _inputs(4, 8, 50, "cpu")
+    with pytest.raises(ValueError, match="not both"):
+        linear_logprob(hidden, weight, targets, chunk_rows=2, vocab_block=10)
+    with pytest.raises(ValueError, match=">= 1"):
+        linear_logprob(hidden, weight, targets, vocab_block=0)
+    with pytest.raises(ValueError, match="token ids"):
+        linear_logprob(hidden, weight, torch.tensor([0, 1, 2, 50]), vocab_block=10)
