@@ -85,8 +85,10 @@ def build_processor(cfg: TinyModelConfig, tokenizer):
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
     size = {"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels}
-    image_processor = Qwen2VLImageProcessor(size=size, patch_size=14, merge_size=2, temporal_patch_size=2)
-    video_processor = Qwen2VLVideoProcessor(size=size, patch_size=14, merge_size=2, temporal_patch_size=2)
+    common = dict(size=size, patch_size=14, merge_size=2, temporal_patch_size=2,
+                  image_mean=list(cfg.image_mean), image_std=list(cfg.image_std))
+    image_processor = Qwen2VLImageProcessor(**common)
+    video_processor = Qwen2VLVideoProcessor(**common)
     cls = Qwen2VLProcessor if cfg.arch == "qwen2_vl" else Qwen2_5_VLProcessor
     return cls(image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
                chat_template=tokenizer.chat_template)

@@ -92,6 +92,25 @@ def test_rope_theta_reaches_the_checkpoint(tmp_path):
         make_tiny_model(str(tmp_path / "bad"), TinyModelConfig(rope_theta=0.5))
 
 
+def test_pixel_normalisation_reaches_the_processor(tmp_path):
+    """The processor normalises with the configured statistics: a picture of the configured mean
+    colour becomes all zeros, which is what keeps the world's pale background from dominating
+    every visual token."""
+    import numpy as np
+    from PIL import Image
+
+    mean, std = [0.5, 0.25, 0.75], [0.2, 0.1, 0.3]
+    out = make_tiny_model(str(tmp_path / "m"), TinyModelConfig(image_mean=mean, image_std=std))
+    proc = load_processor(out)
+    flat = Image.fromarray((np.array(mean) * 255 * np.ones((56, 56, 3))).round().astype(np.uint8))
+    pixels = proc.image_processor(images=[flat], return_tensors="pt")["pixel_values"]
+    assert pixels.abs().max() < 0.03  # only the 8-bit rounding of the mean colour is left
+    with pytest.raises(ConfigError, match="image_std"):
+        make_tiny_model(str(tmp_path / "bad"), TinyModelConfig(image_std=[0.2, 0.0, 0.2]))
+    with pytest.raises(ConfigError, match="image_mean"):
+        make_tiny_model(str(tmp_path / "bad2"), TinyModelConfig(image_mean=[0.5, 0.5]))
+
+
 def test_bad_sizes_fail_before_writing(tmp_path):
     with pytest.raises(ConfigError, match="num_kv_heads"):
         make_tiny_model(str(tmp_path / "m"), TinyModelConfig(num_kv_heads=3))
