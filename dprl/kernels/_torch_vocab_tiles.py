@@ -17,17 +17,19 @@ import math
 
 import torch
 
+from dprl.kernels._common import rows_per_chunk
+
 
 def vocab_block(n: int, v: int, chunk_elems: int) -> int:
     """Vocabulary entries per block so that an [n, block] fp32 block holds <= chunk_elems."""
-    return max(1, min(v, chunk_elems // max(1, n)))
+    return rows_per_chunk(v, n, chunk_elems)  # the block's columns are the tiled "rows" here
 
 
 def vocab_tiles_stream_less(n: int, v: int, h: int, chunk_elems: int) -> bool:
     """True when tiling the vocabulary reads fewer bytes than tiling the tokens: token tiles read
     the [V, H] weight once per chunk of chunk_elems // V rows; vocabulary tiles read the [N, H]
     hidden states once per block of chunk_elems // N entries."""
-    rows = max(1, min(n, chunk_elems // max(1, v)))
+    rows = rows_per_chunk(n, v, chunk_elems)
     by_rows = math.ceil(n / rows) * v * h
     by_vocab = math.ceil(v / vocab_block(n, v, chunk_elems)) * n * h
     return by_vocab < by_rows
