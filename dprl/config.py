@@ -480,18 +480,19 @@ class WorldConfig:
     # while one is left, instead of any other category of the domain.
     distractor_similarity: float = 0.5
     box_format: Literal["norm1000", "pixels"] = "norm1000"  # Qwen2-VL 0-1000, or image pixels
-    # "free": entities anywhere (non-overlapping); "grid": one entity per cell of a
-    # grid_size x grid_size grid, off-centre by up to cell_jitter of the room left in the cell,
-    # and the chain of thought names each entity's cell ("top left: ..."). A grid makes the box
-    # a function of a named cell, which a model too small to regress free positions can learn.
-    layout: Literal["free", "grid"] = "free"
+    # "grid": one entity per cell of a grid_size x grid_size grid, off-centre by up to
+    # cell_jitter of the room left in the cell, and the chain of thought visits the cells in
+    # reading order ("top left: purple dark wings, no. top right: none. ..."). A grid makes the
+    # box a function of a named cell, which a model too small to regress free positions can
+    # learn. "free": entities anywhere (non-overlapping), named left to right.
+    layout: Literal["free", "grid"] = "grid"
     grid_size: int = 2
     cell_jitter: float = 0.5
     # Strength of a tint that varies smoothly across the picture (redder to the right, bluer to
-    # the bottom; 0 = none, 1 = +-64 levels at the edges). Qwen2-VL's vision tower encodes
-    # position only relatively (2-D RoPE), so a tiny one cannot tell where a patch is; the tint
-    # writes position into every patch's pixels.
-    position_tint: float = 0.0
+    # the bottom; 0 = none, 1 = 96 levels from one edge to the other, background only).
+    # Qwen2-VL's vision tower encodes position only relatively (2-D RoPE), so a tiny one cannot
+    # tell where a patch is; the tint writes position into every background patch's pixels.
+    position_tint: float = 0.5
     train_per_domain: int = 800
     val_per_domain: int = 40
     test_per_domain: int = 100

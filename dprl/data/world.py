@@ -22,11 +22,10 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from dprl.config import WorldConfig, save_config
-from dprl.data.domains import COLOURS, Category, aspect, draw_entity, make_categories
+from dprl.data.domains import Category, aspect, draw_entity, make_categories
 from dprl.data.prompts import (R1_INSTRUCTION, R1_LETTER_INSTRUCTION, box_string,
                                grounding_question)
 
-COLOUR_ORDER = {c: i for i, c in enumerate(COLOURS)}
 _ORDINALS = ("1st", "2nd", "3rd", "4th", "5th", "6th")
 _LETTERS = "ABCDEF"
 # Pale backgrounds: entities' colours stay the most saturated thing in the picture.
@@ -138,24 +137,36 @@ def _distractors(rng: random.Random, cfg: WorldConfig, target: Category, pool: l
 def chain_of_thought(target: Category, cats: list[Category], boxes_px, answer_box,
                      cells: list[int] | None = None, grid_size: int = 0) -> str:
     """Plan (the named entity's known look) -> what each candidate looks like -> which one
-    matches -> the box. Candidates go left to right, and the match is named by its rank; on a
-    grid (`cells`: each candidate's cell index, row-major) they go in the field guide's order
-    and the match is named by its cell. A few dozen tokens: the tiny model writes it at
-    ~100 tok/s."""
+    matches -> the box. A few dozen tokens: the tiny model writes it at ~100 tok/s.
+
+    On a grid (`cells`: each candidate's cell index, row-major) the thought visits the cells in
+    reading order, says what each holds and whether that is the look of the plan, and stops at
+    the match: "top left: purple dark wings, no. top right: none. bottom left: orange plain
+    wings, yes." Each step is local (the look of the cell being named; equal to the plan's or
+    not), and the box follows the cell it belongs to. A thought that lists the looks and then
+    names the match's cell ("The orange plain wings is at the bottom left") makes the model find
+    a look among earlier tokens and copy the label before it, which the tiny model learns far
+    more slowly (same model, data and 3000 steps: 59% of val targets in the right cell, against
+    77% with the scan). Off the grid, candidates go left to right and the match is named by its
+    rank."""
     plan = f"<think>Find the {target.name}: {target.colour}, {target.mark_short}. "
     t = cats.index(target)
     if cells is not None:
-        # By colour, then mark, not by place: which known looks are present, and where the named
-        # one is, are lookups by content (one attention step), where naming the occupant of the
-        # k-th place needs attention by position, which a tiny model's mRoPE barely resolves.
-        order = sorted(range(len(cats)), key=lambda i: (COLOUR_ORDER[cats[i].colour], cats[i].mark))
-        seen = "I see " + ", ".join(cats[i].short for i in order)
-        found = f"The {target.short} is at the {cell_names(grid_size)[cells[t]]}."
+        held = {cell: cat for cat, cell in zip(cats, cells)}
+        steps = []
+        for cell, name in enumerate(cell_names(grid_size)):
+            if cell not in held:
+                steps.append(f"{name}: none.")
+                continue
+            steps.append(f"{name}: {held[cell].short}, {'yes' if cell == cells[t] else 'no'}.")
+            if cell == cells[t]:
+                break
+        thought = " ".join(steps)
     else:
         order = sorted(range(len(cats)), key=lambda i: (boxes_px[i][0] + boxes_px[i][2], boxes_px[i][1]))
         seen = "Left to right: " + "; ".join(cats[i].short for i in order)
-        found = f"The {_ORDINALS[order.index(t)]} is {target.short}."
-    return f"{plan}{seen}. {found}</think><answer>{box_string(answer_box)}</answer>"
+        thought = f"{seen}. The {_ORDINALS[order.index(t)]} is {target.short}."
+    return f"{plan}{thought}</think><answer>{box_string(answer_box)}</answer>"
 
 
 def grounding_sample(cfg: WorldConfig, split: str, domain: str, index: int, seen: bool,

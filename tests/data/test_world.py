@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -56,12 +57,23 @@ def test_splits_and_counts(small_world):
     assert 0.2 < c["random_entity"] < 0.55 and 0.0 <= c["largest_entity"] <= 1.0
 
 
+def _background_of(img: np.ndarray) -> np.ndarray:
+    """(H, W, 3) the default world's tinted background that `img` was drawn on: of the pale
+    bases, the one whose tinted picture most pixels of `img` equal."""
+    from dprl.data.world import _BACKGROUNDS, _tinted_background
+
+    strength = WorldConfig().position_tint
+    options = [np.asarray(_tinted_background(img.shape[0], b, strength)).astype(int) for b in _BACKGROUNDS]
+    return max(options, key=lambda bg: (bg == img).all(-1).mean())
+
+
 def test_boxes_cover_the_drawn_entity_and_cot_ends_with_the_answer(small_world):
     for r in _rows(small_world, "kvg_val.jsonl"):
         img = np.asarray(Image.open(os.path.join(small_world, r["image"])).convert("RGB")).astype(int)
-        bg = img[0, 0]
+        bg = _background_of(img)
+        assert (bg == img).all(-1).mean() > 0.5  # the background is known exactly
         x0, y0, x1, y1 = (int(v) for v in r["gt_boxes_px"][0])
-        inside = np.abs(img[y0:y1, x0:x1] - bg).sum(-1) > 0  # (h, w) entity pixels
+        inside = np.abs(img[y0:y1, x0:x1] - bg[y0:y1, x0:x1]).sum(-1) > 0  # (h, w) entity pixels
         assert inside.mean() > 0.3
         # every box edge touches the entity: the box is tight
         assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()
@@ -138,6 +150,7 @@ def test_grid_layout_puts_each_entity_in_its_named_cell(tmp_path, grid_size, max
                       fgvr_train_per_domain=0, fgvr_test_per_domain=0, workers=1)
     generate_world(cfg, progress=False)
     names = cell_names(grid_size)
+    looks = {c.name: c.short for cs in make_categories(cfg.seen_domains, 8, cfg.seed).values() for c in cs}
     cell = 112 / grid_size
     for r in _rows(str(tmp_path), "kvg_val.jsonl"):
         cells = []
@@ -148,11 +161,19 @@ def test_grid_layout_puts_each_entity_in_its_named_cell(tmp_path, grid_size, max
             assert row * cell - 1 <= y0 and y1 <= (row + 1) * cell + 1
             cells.append(row * grid_size + col)
         assert len(set(cells)) == len(cells)  # one entity per cell
-        target = names[cells[r["candidate_entities"].index(r["entity"])]]
-        assert f"is at the {target}.</think>" in r["response"]
-        # every candidate's look is listed once, and the answer is the target's box
-        listed = r["response"].split("I see ")[1].split(". The ")[0].split(", ")
-        assert len(listed) == len(r["candidate_entities"])
+        target = cells[r["candidate_entities"].index(r["entity"])]
+        # The thought visits the cells in reading order and stops at the target's: each visited
+        # cell says "none" or its occupant's look, and "yes" only for the target.
+        thought = r["response"].split("</think>")[0].split(". ", 1)[1]
+        visited = re.findall(r"([a-z ]+?): ([a-z ]+?)(?:, (yes|no))?\.(?: |$)", thought)
+        assert [name for name, _, _ in visited] == names[:target + 1]
+        assert " ".join(f"{n}: {look}{', ' + d if d else ''}." for n, look, d in visited) == thought
+        for k, (_, look, decision) in enumerate(visited):
+            if k not in cells:
+                assert (look, decision) == ("none", "")
+                continue
+            assert look == looks[r["candidate_entities"][cells.index(k)]]
+            assert decision == ("yes" if k == target else "no")
         assert answer_boxes(r["answer"]) == r["gt_boxes"]
 
 
@@ -160,7 +181,7 @@ def test_position_tint_colours_only_the_background(tmp_path):
     base = dict(train_per_domain=0, val_per_domain=3, test_per_domain=0, fgvr_train_per_domain=0,
                 fgvr_test_per_domain=0, workers=1, seen_domains=["car"], unseen_domains=[])
     plain, tinted = tmp_path / "plain", tmp_path / "tinted"
-    generate_world(WorldConfig(output_dir=str(plain), **base), progress=False)
+    generate_world(WorldConfig(output_dir=str(plain), position_tint=0.0, **base), progress=False)
     generate_world(WorldConfig(output_dir=str(tinted), position_tint=1.0, **base), progress=False)
     for r in _rows(str(plain), "kvg_val.jsonl"):
         a = np.asarray(Image.open(plain / r["image"]).convert("RGB")).astype(int)  # (H, W, 3)
