@@ -144,10 +144,11 @@ def chain_of_thought(target: Category, cats: list[Category], boxes_px, answer_bo
     the match: "top left: purple dark wings, no. top right: none. bottom left: orange plain
     wings, yes." Each step is local (the look of the cell being named; equal to the plan's or
     not), and the box follows the cell it belongs to. A thought that lists the looks and then
-    names the match's cell ("The orange plain wings is at the bottom left") makes the model find
-    a look among earlier tokens and copy the label before it, which the tiny model learns far
-    more slowly (same model, data and 3000 steps: 59% of val targets in the right cell, against
-    77% with the scan). Off the grid, candidates go left to right and the match is named by its
+    names the match's cell ("The orange plain wings is at the bottom left") instead makes the
+    model find a look among earlier tokens and copy the label before it. With the scan, the tiny
+    model after 3000 steps puts 71% of seen val targets in the right cell (2-4 entities; 84% of
+    the cells' looks right); in the main job, the thought that listed looks sorted by colour
+    had reached 17% Acc@0.5 after 500 SFT steps (not measured longer). Off the grid, candidates go left to right and the match is named by its
     rank."""
     plan = f"<think>Find the {target.name}: {target.colour}, {target.mark_short}. "
     t = cats.index(target)
