@@ -9,6 +9,7 @@ top-k/top-p), the quantity a GRPO importance ratio compares with the trainer's.
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Iterable, Sequence
 
@@ -34,6 +35,15 @@ def _prepare_process(cfg: RolloutConfig) -> None:
             torch._C._cpu._init_amx()
 
 
+class _DropThreadBindingNotice(logging.Filter):
+    """In-process on CPU, vLLM replaces torch.set_num_threads with a function that logs a warning,
+    and its own multimodal preprocessing then calls it for every request: a GRPO run printed
+    over a thousand identical lines. The thread count is as vLLM wants either way."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "torch.set_num_threads` after the thread binding" not in record.getMessage()
+
+
 class VLLMEngine(RolloutEngine):
     """One in-process `vllm.LLM` for a local checkpoint, behind the RolloutEngine contract."""
 
@@ -53,6 +63,7 @@ class VLLMEngine(RolloutEngine):
         if self.on_gpu:
             extra["gpu_memory_utilization"] = cfg.gpu_memory_utilization
             extra["enable_sleep_mode"] = cfg.sleep_mode
+        logging.getLogger("vllm.v1.worker.cpu_worker").addFilter(_DropThreadBindingNotice())
         self.llm = LLM(
             model=model_path,
             dtype=dtype,
