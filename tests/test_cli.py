@@ -31,12 +31,15 @@ def test_bad_config_fails_before_any_work(tmp_path, capsys):
 
 
 def test_shipped_configs_are_valid(tmp_path):
-    from dprl.config import SFTConfig, SmokeConfig, load_config
+    from dprl.config import PipelineConfig, SFTConfig, SmokeConfig, load_config
 
     root = os.path.join(os.path.dirname(__file__), "..", "configs")
     assert load_config(SmokeConfig, os.path.join(root, "smoke_tiny.yaml")).rollout.n >= 2
     tiny = load_config(SFTConfig, os.path.join(root, "sft_tiny.yaml"))
-    assert tiny.epochs == 1 and tiny.data.knowledge_per_batch >= 1
+    assert tiny.data.knowledge_per_batch >= 1
+    # The main job's SFT stage trains as `dprl sft` with the shipped tiny config does.
+    main = load_config(PipelineConfig, os.path.join(root, "pipeline_tiny.yaml")).sft
+    assert (main.epochs, main.trainer.lr, main.trainer.betas) == (tiny.epochs, tiny.trainer.lr, tiny.trainer.betas)
     # The 7B config names a checkpoint directory that only exists where it was downloaded.
     real = load_config(SFTConfig, os.path.join(root, "sft_qwen2vl_7b.yaml"), [f"model.path={tmp_path}"])
     t = real.trainer
