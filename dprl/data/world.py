@@ -148,8 +148,8 @@ def chain_of_thought(target: Category, cats: list[Category], boxes_px, answer_bo
     model find a look among earlier tokens and copy the label before it. With the scan, the tiny
     model after 3000 steps puts 71% of seen val targets in the right cell (2-4 entities; 84% of
     the cells' looks right); in the main job, the thought that listed looks sorted by colour
-    had reached 17% Acc@0.5 after 500 SFT steps (not measured longer). Off the grid, candidates go left to right and the match is named by its
-    rank."""
+    had reached 17% Acc@0.5 after 500 SFT steps (not measured longer). Off the grid,
+    candidates go left to right and the match is named by its rank."""
     plan = f"<think>Find the {target.name}: {target.colour}, {target.mark_short}. "
     t = cats.index(target)
     if cells is not None:

@@ -22,6 +22,18 @@ from dprl.rollout.prompts import prompt_text
 __all__ = ["VLLMEngine", "VISION_TOKENS", "Completion"]
 
 
+class _DropThreadBindingNotice(logging.Filter):
+    """In-process on CPU, vLLM replaces torch.set_num_threads with a function that logs a warning,
+    and its own multimodal preprocessing then calls it for every request: a GRPO run printed
+    over a thousand identical lines. The thread count is as vLLM wants either way."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "torch.set_num_threads` after the thread binding" not in record.getMessage()
+
+
+_THREAD_BINDING_NOTICE = _DropThreadBindingNotice()
+
+
 def _prepare_process(cfg: RolloutConfig) -> None:
     """Process-wide settings vLLM needs; must run before vLLM is imported."""
     # Keep the engine in this process, so weights can be pushed into it directly (with engine
@@ -33,15 +45,7 @@ def _prepare_process(cfg: RolloutConfig) -> None:
             # vLLM's CPU attention uses AMX tiles; Linux kills a process that never asked for
             # AMX permission with SIGILL (exit 132) on some batches.
             torch._C._cpu._init_amx()
-
-
-class _DropThreadBindingNotice(logging.Filter):
-    """In-process on CPU, vLLM replaces torch.set_num_threads with a function that logs a warning,
-    and its own multimodal preprocessing then calls it for every request: a GRPO run printed
-    over a thousand identical lines. The thread count is as vLLM wants either way."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "torch.set_num_threads` after the thread binding" not in record.getMessage()
+        logging.getLogger("vllm.v1.worker.cpu_worker").addFilter(_THREAD_BINDING_NOTICE)
 
 
 class VLLMEngine(RolloutEngine):
@@ -63,7 +67,6 @@ class VLLMEngine(RolloutEngine):
         if self.on_gpu:
             extra["gpu_memory_utilization"] = cfg.gpu_memory_utilization
             extra["enable_sleep_mode"] = cfg.sleep_mode
-        logging.getLogger("vllm.v1.worker.cpu_worker").addFilter(_DropThreadBindingNotice())
         self.llm = LLM(
             model=model_path,
             dtype=dtype,
