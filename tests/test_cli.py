@@ -31,7 +31,7 @@ def test_bad_config_fails_before_any_work(tmp_path, capsys):
 
 
 def test_shipped_configs_are_valid(tmp_path):
-    from dprl.config import PipelineConfig, SFTConfig, SmokeConfig, load_config
+    from dprl.config import GRPOConfig, PipelineConfig, SFTConfig, SmokeConfig, load_config
 
     root = os.path.join(os.path.dirname(__file__), "..", "configs")
     assert load_config(SmokeConfig, os.path.join(root, "smoke_tiny.yaml")).rollout.n >= 2
@@ -40,6 +40,16 @@ def test_shipped_configs_are_valid(tmp_path):
     # The main job's SFT stage trains as `dprl sft` with the shipped tiny config does.
     main = load_config(PipelineConfig, os.path.join(root, "pipeline_tiny.yaml")).sft
     assert (main.epochs, main.trainer.lr, main.trainer.betas) == (tiny.epochs, tiny.trainer.lr, tiny.trainer.betas)
+    # ... and its GRPO stage as `dprl grpo` with the shipped tiny GRPO config.
+    grpo = load_config(GRPOConfig, os.path.join(root, "grpo_tiny.yaml"))
+    main_grpo = load_config(PipelineConfig, os.path.join(root, "pipeline_tiny.yaml")).grpo
+
+    def recipe(c):
+        return (c.steps, c.data.prompts_per_step, c.rollout.n, c.rollout.temperature, c.rollout.max_tokens,
+                c.trainer.lr, c.trainer.micro_batch_size, c.grpo.beta,
+                [(f.name, f.weight, f.tau) for f in c.reward.functions])
+
+    assert recipe(main_grpo) == recipe(grpo)
     # The 7B config names a checkpoint directory that only exists where it was downloaded.
     real = load_config(SFTConfig, os.path.join(root, "sft_qwen2vl_7b.yaml"), [f"model.path={tmp_path}"])
     t = real.trainer

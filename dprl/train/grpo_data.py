@@ -9,11 +9,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from dprl.data.prompts import R1_INSTRUCTION  # the instruction SFT data and eval prompts use
 from dprl.rollout.base import RolloutRequest
-
-# DeepPerception's instruction after the grounding query (the user turn of the R1 template).
-R1_INSTRUCTION = (" Output the thinking process in <think> </think> and final answer (bounding box) "
-                  "in <answer> </answer> tags.")
 
 
 def grounding_request(question: str, image) -> RolloutRequest:
