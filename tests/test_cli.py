@@ -38,11 +38,12 @@ def test_shipped_configs_are_valid(tmp_path):
     tiny = load_config(SFTConfig, os.path.join(root, "sft_tiny.yaml"))
     assert tiny.data.knowledge_per_batch >= 1
     # The main job's SFT stage trains as `dprl sft` with the shipped tiny config does.
-    main = load_config(PipelineConfig, os.path.join(root, "pipeline_tiny.yaml")).sft
+    pipeline = load_config(PipelineConfig, os.path.join(root, "pipeline_tiny.yaml"))
+    main = pipeline.sft
     assert (main.epochs, main.trainer.lr, main.trainer.betas) == (tiny.epochs, tiny.trainer.lr, tiny.trainer.betas)
     # ... and its GRPO stage as `dprl grpo` with the shipped tiny GRPO config.
     grpo = load_config(GRPOConfig, os.path.join(root, "grpo_tiny.yaml"))
-    main_grpo = load_config(PipelineConfig, os.path.join(root, "pipeline_tiny.yaml")).grpo
+    main_grpo = pipeline.grpo
 
     def recipe(c):
         return (c.steps, c.data.prompts_per_step, c.rollout.n, c.rollout.temperature, c.rollout.max_tokens,
