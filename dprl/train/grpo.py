@@ -157,30 +157,36 @@ class GRPOTrainer:
             if self.ref is not None:
                 with timer("ref"):
                     ref_logp = token_logprobs(self.ref, full, cfg.rollout.temperature, self.banned)  # (N,)
-            need_old = cfg.grpo.updates_per_rollout > 1 or cfg.grpo.tis_cap > 0
-            with timer("old"):
-                # The trainer's view of the sampled tokens before any update: the importance
-                # ratio's denominator when a batch is reused, and the staleness check always.
-                trainer_logp = token_logprobs(self.engine, full, cfg.rollout.temperature, self.banned)  # (N,)
-            if need_old:
-                old_logp = trainer_logp
+            if cfg.grpo.updates_per_rollout > 1 or cfg.grpo.tis_cap > 0:
+                with timer("old"):
+                    # The trainer's view of the sampled tokens before any update: the importance
+                    # ratio's denominator when a batch is reused or importance-weighted.
+                    old_logp = token_logprobs(self.engine, full, cfg.rollout.temperature, self.banned)  # (N,)
 
         micro = cfg.trainer.micro_batch_size
+        # A rollout batch is one optimizer step (micro x accumulation = batch, checked by the
+        # config), so the first update epoch runs on the weights the rollout sampled with: without
+        # an `old` pass, its forward log-probs are the trainer's side of the staleness check, and
+        # a step costs one policy forward fewer (TRL does the same for a single update).
+        trainer_logp = [] if old_logp is None else [old_logp]
+
         lr = self.scheduler.get_last_lr()[0]  # the rate this step's updates use
         sums: dict[str, float] = {}
         with timer("update"):
-            for _ in range(cfg.grpo.updates_per_rollout):
+            for epoch in range(cfg.grpo.updates_per_rollout):
                 for a in range(0, len(seqs), micro):
                     b = min(a + micro, len(seqs))
                     t0, t1 = offsets[a].item(), offsets[b].item()
                     mb = build_policy_batch(self.processor, prompt_texts, prompt_images, seqs[a:b], self.pad_id)
-                    loss, m, _ = grpo_policy_loss(
+                    loss, m, logp = grpo_policy_loss(
                         self.engine, mb, adv.advantages[a:b],
                         old_logp=None if old_logp is None else old_logp[t0:t1],
                         ref_logp=None if ref_logp is None else ref_logp[t0:t1],
                         rollout_logp=rollout_logp[t0:t1] if cfg.grpo.tis_cap > 0 else None,
                         temperature=cfg.rollout.temperature, params=self.loss_params, num_seqs=b - a,
                         banned=self.banned)
+                    if old_logp is None and epoch == 0:
+                        trainer_logp.append(logp)
                     self.engine.backward(loss)
                     self.engine.step()
                     for k, v in {"loss": loss.item(), **{k: float(v) for k, v in m.items()}}.items():
@@ -205,7 +211,7 @@ class GRPOTrainer:
             "completion/length_mean": float(lengths.float().mean()),
             "completion/length_max": int(lengths.max()),
             "completion/clipped_fraction": sum(c.finish_reason == "length" for c in comps) / len(comps),
-            **staleness_metrics(rollout_logp, trainer_logp),
+            **staleness_metrics(rollout_logp, torch.cat(trainer_logp)),
             **timer.metrics(),
             **{k: v for k, v in sync.items() if k != "sync/seconds"},
             "memory/peak_gib": peak_memory_bytes() / 2**30,

@@ -67,6 +67,10 @@ def test_steps_update_the_policy_and_keep_the_engine_in_sync(world, tmp_path):
             assert key in r, key
         # The engine samples from exactly the weights the trainer holds (fp32): the sync worked.
         assert r["staleness/abs_logp_diff_max"] < 1e-4, r["staleness/abs_logp_diff_max"]
+        # One update per rollout: no separate old-log-prob pass, and the update's own forward
+        # still checks every sampled token.
+        assert "time/old_s" not in r
+        assert r["staleness/tokens"] == pytest.approx(r["completion/length_mean"] * 8)
     assert rows[0]["train/kl"] == pytest.approx(0.0, abs=1e-7)  # policy == reference at the start
     assert rows[-1]["train/kl"] > 0  # and moved away from it
     after = _params(trainer)
@@ -113,6 +117,21 @@ def test_micro_batch_split_does_not_change_the_update(world, tmp_path):
     for other in deltas[1:]:
         for name in deltas[0]:
             torch.testing.assert_close(other[name], deltas[0][name], atol=moved * 1e-4, rtol=1e-3, msg=name)
+
+
+def test_several_updates_per_rollout_use_the_old_log_probs(world, tmp_path):
+    from dprl.train.grpo import GRPOTrainer
+
+    t = GRPOTrainer(_cfg(world, tmp_path / "mu", "grpo.updates_per_rollout=2", "steps=2", "save_every=0",
+                         "trainer.micro_batch_size=4", "trainer.grad_accum_steps=2", "trainer.lr=5e-2"))
+    t.train()
+    rows = read_metrics(str(tmp_path / "mu" / "metrics.jsonl"))
+    for r in rows:
+        assert r["time/old_s"] > 0  # the ratio's denominator is computed before the first update
+        assert r["staleness/abs_logp_diff_max"] < 1e-4
+        assert r["staleness/tokens"] == pytest.approx(r["completion/length_mean"] * 8)
+    # The second epoch runs on updated weights, so its ratios leave 1 and some get clipped.
+    assert max(r["train/clip_fraction"] for r in rows) > 0
 
 
 def test_learns_a_dense_reward(world, tmp_path):
