@@ -105,24 +105,6 @@ def append_rows(name: str, rows: list[dict]) -> str:
     return path
 
 
-def _status(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(key)
-
-
-def rss_peak_extra(fn) -> int:
-    """Bytes of resident memory `fn` added at its peak (Linux; run the process with
-    MALLOC_MMAP_THRESHOLD_ set low so freed blocks leave RSS at once)."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset VmHWM to the current RSS
-    base = _status("VmRSS")
-    fn()
-    return _status("VmHWM") - base
-
-
 def print_table(rows: list[dict], columns: list[str]) -> None:
     widths = [max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns]
     print("  ".join(c.rjust(w) for c, w in zip(columns, widths)))

@@ -11,24 +11,9 @@ import sys
 import torch
 
 
-def _status(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(key)
-
-
-def _measure(fn) -> int:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    base = _status("VmRSS")
-    fn()
-    return _status("VmHWM") - base
-
-
 def main() -> None:
     from dprl.kernels import _common, linear_logprob, selective_logprob
+    from dprl.train.metrics import rss_peak_extra
     cfg = json.loads(sys.argv[1])
     _common.CPU_CHUNK_ELEMS = cfg["chunk_elems"]
     n, h = cfg["n"], cfg["h"]
@@ -56,8 +41,8 @@ def main() -> None:
 
         # Gradients an op has to hand back are not overhead: d logits (N x V) for eager torch,
         # d hidden and d weight for the linear op.
-        sizes = {"selective": _measure(chunked), "naive": _measure(naive) - 4 * n * v,
-                 "linear": _measure(linear) - 4 * (n * h + v * h)}
+        sizes = {"selective": rss_peak_extra(chunked), "naive": rss_peak_extra(naive) - 4 * n * v,
+                 "linear": rss_peak_extra(linear) - 4 * (n * h + v * h)}
         if i:
             out.update({f"{k}_{v}": b for k, b in sizes.items()})
         del logits, hidden, weight
