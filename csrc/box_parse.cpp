@@ -111,9 +111,9 @@ const char* scan_number(const char* p, const char* e, Token* tok) {
 }
 
 // The first byte in [p, e) equal to `a` or `b`, or e. Sixteen bytes per step where SSE2 is there
-// (every x86-64). Inline rather than memchr: the spans searched are short (the rest of a tag, an
-// answer's "<|box_start|>" or '{"bbox_2d": ' prefix), and a library call per tag cost more than
-// the search itself on ~250-character completions.
+// (every x86-64). Inline rather than memchr: most spans searched are short (the gap to the next
+// tag, an answer's "<|box_start|>" or '{"bbox_2d": ' prefix), where a library call's set-up is
+// much of the work.
 inline const char* find_either(const char* p, const char* e, char a, char b) {
 #if defined(__SSE2__)
   const __m128i va = _mm_set1_epi8(a), vb = _mm_set1_epi8(b);
