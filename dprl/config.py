@@ -271,6 +271,27 @@ class SFTDataConfig:
 
 
 @dataclass
+class LogConfig:
+    """Where a training run's metrics go besides metrics.jsonl and TensorBoard (always written,
+    rank 0 only)."""
+
+    # Also log to Weights & Biases (pip install wandb). WANDB_MODE=offline logs without a network
+    # (`wandb sync` uploads later); a resumed run continues the same wandb run.
+    wandb: bool = False
+    wandb_project: str = "dprl"
+    wandb_name: str = ""  # the run's display name; default: the output directory's name
+    wandb_tags: list[str] = field(default_factory=list)
+
+    def check(self, key: str) -> None:
+        if self.wandb:
+            import importlib.util
+
+            _require(importlib.util.find_spec("wandb") is not None, f"{key}wandb",
+                     "false, or the wandb package installed (pip install wandb)", self.wandb)
+            _require(bool(self.wandb_project), f"{key}wandb_project", "a project name", self.wandb_project)
+
+
+@dataclass
 class SFTConfig:
     """`dprl sft`: stage 1 of the recipe, supervised fine-tuning on chain-of-thought grounding data
     with the shared DeepSpeed engine. The run directory gets the final HF checkpoint (`final/`),
@@ -283,6 +304,7 @@ class SFTConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: SFTDataConfig = field(default_factory=SFTDataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     epochs: int = 1
     max_steps: int = 0  # optimizer steps; 0: `epochs` passes over the data
     warmup_ratio: float = 0.0  # > 0: warmup over this fraction of the steps (else trainer.warmup_steps)
@@ -394,8 +416,15 @@ class GRPOAlgoConfig:
     updates_per_rollout: int = 1  # mu: passes over each rollout batch (> 1 needs old log-probs)
     # Truncated importance sampling for rollout/trainer mismatch: weight min(pi_old/pi_rollout, C).
     tis_cap: float = 0.0  # 0: off
+    # DAPO's dynamic sampling: groups whose rewards are all equal (no gradient) are replaced by
+    # groups of fresh prompts, over at most max_sampling_rounds rollout rounds per step; a batch
+    # still short after that is filled with zero-variance groups and the shortfall is logged.
+    dynamic_sampling: bool = False
+    max_sampling_rounds: int = 3  # rounds per step including the first (DAPO's max_num_gen_batches)
 
     def check(self, key: str) -> None:
+        _require(1 <= self.max_sampling_rounds <= 100, f"{key}max_sampling_rounds",
+                 "a whole number of rollout rounds per step in [1, 100]", self.max_sampling_rounds)
         _require(self.beta >= 0, f"{key}beta", "a non-negative KL coefficient", self.beta)
         _require(0 <= self.eps_low < 1, f"{key}eps_low", "a number in [0, 1)", self.eps_low)
         _require(self.eps_high >= 0, f"{key}eps_high", "a non-negative number", self.eps_high)
@@ -436,6 +465,7 @@ class GRPOConfig:
         zero_stage=0, dtype="float32", lr=1e-6, micro_batch_size=8))
     sync: WeightSyncConfig = field(default_factory=WeightSyncConfig)
     grpo: GRPOAlgoConfig = field(default_factory=GRPOAlgoConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def check(self, key: str) -> None:
         _require(self.steps >= 1, f"{key}steps", "at least 1", self.steps)

@@ -1,7 +1,8 @@
 """`dprl grpo`: GRPO for vision-language models with colocated rollouts.
 
 One step, every phase timed into the metrics:
-  rollout   G completions per prompt from the colocated engine (vLLM in this process)
+  rollout   G completions per prompt from the colocated engine (vLLM in this process); with
+            dynamic sampling, refill rounds replace groups whose rewards are all equal (DAPO)
   reward    named, weighted rule rewards over the whole batch (dprl.rewards, C++)
   ref/old   reference log-probs (frozen copy; skipped when beta = 0) and old log-probs (only
             when a rollout batch is used for more than one update, or for importance weights)
@@ -17,11 +18,13 @@ import os
 
 import torch
 
-from dprl.config import GRPOConfig, save_config
+from dprl.config import GRPOConfig, save_config, to_dict
 from dprl.kernels import GRPOLossParams
 from dprl.train.advantages import group_advantages
 from dprl.rollout.base import answer_text
-from dprl.train.grpo_data import grounding_request, step_indices
+from dprl.train.dynamic_sampling import (SampledRound, assemble, count_informative, refill_size,
+                                         reward_metrics)
+from dprl.train.grpo_data import grounding_request, refill_indices, step_indices
 from dprl.train.metrics import MetricsLogger, PhaseTimer, peak_memory_bytes, plot_curves
 from dprl.train.policy import grpo_policy_loss, token_logprobs
 from dprl.train.sequences import build_policy_batch
@@ -126,21 +129,49 @@ class GRPOTrainer:
         save_state(self.engine, self.cfg.output_dir, step)
 
     # -- one step ---------------------------------------------------------------------------------
+    def _sample_round(self, step: int, round_: int, indices: list[int], timer: PhaseTimer) -> SampledRound:
+        """Rollout and rewards for the prompts at `indices` (round 0: the step's own prompts)."""
+        cfg = self.cfg
+        prompts = [self.samples[i] for i in indices]
+        requests = [grounding_request(s.question, self._open(s)) for s in prompts]
+        # Distinct per (step, round, rank) for max_sampling_rounds <= 100 and ranks < 7919.
+        seed = cfg.rollout.seed + 1_000_003 * step + 7_919 * round_ + self.rank
+        with timer("rollout"):
+            comps = self.rollout.generate(requests, seed=seed)
+        boxes = [prompts[c.prompt_index].gt_boxes for c in comps]
+        with timer("reward"):
+            texts = [answer_text(self.processor.tokenizer, c.token_ids) for c in comps]
+            total, parts = self.reward.score(texts, boxes=boxes)
+        accuracy = self.accuracy.score(texts, boxes=boxes)[0]
+        return SampledRound(prompts, requests, comps, texts, torch.from_numpy(total).float(), parts, accuracy)
+
+    def _sample_batch(self, step: int, timer: PhaseTimer) -> tuple[list[SampledRound], SampledRound, dict]:
+        """The step's rollout rounds and the batch it trains on (with dynamic sampling, refill
+        rounds replace groups whose rewards are all equal)."""
+        cfg, G, per_step = self.cfg, self.cfg.rollout.n, self.cfg.data.prompts_per_step
+        idx = step_indices(len(self.samples), step, per_step, self.rank, self.world, cfg.data.shuffle_seed)
+        rounds = [self._sample_round(step, 0, idx, timer)]
+        if not cfg.grpo.dynamic_sampling:
+            return rounds, rounds[0], {}
+        max_rounds = cfg.grpo.max_sampling_rounds
+        while len(rounds) < max_rounds:
+            informative, sampled = count_informative(rounds, G)
+            count = refill_size(per_step - informative, informative, sampled, per_step)
+            if count == 0:
+                break
+            idx = refill_indices(len(self.samples), step, len(rounds), count, per_step, self.rank,
+                                 self.world, cfg.data.shuffle_seed, max_rounds)
+            rounds.append(self._sample_round(step, len(rounds), idx, timer))
+        batch, metrics = assemble(rounds, per_step, G)
+        return rounds, batch, metrics
+
     def step(self, step: int) -> dict:
         cfg, timer = self.cfg, PhaseTimer()
         G = cfg.rollout.n
-        idx = step_indices(len(self.samples), step, cfg.data.prompts_per_step, self.rank, self.world,
-                           cfg.data.shuffle_seed)
-        prompts = [self.samples[i] for i in idx]
-        images = [self._open(s) for s in prompts]
-        requests = [grounding_request(s.question, im) for s, im in zip(prompts, images)]
-
-        with timer("rollout"):
-            comps = self.rollout.generate(requests, seed=cfg.rollout.seed + 1_000_003 * step + self.rank)
+        rounds, batch, sampling = self._sample_batch(step, timer)
+        requests, comps = batch.requests, batch.comps
+        rewards = batch.rewards  # (S,)
         with timer("reward"):
-            texts = [answer_text(self.processor.tokenizer, c.token_ids) for c in comps]
-            total, parts = self.reward.score(texts, boxes=[prompts[c.prompt_index].gt_boxes for c in comps])
-            rewards = torch.from_numpy(total).float()  # (S,)
             adv = group_advantages(rewards, G, cfg.grpo.advantage, cfg.grpo.advantage_eps)
 
         prompt_texts = [self.processor.apply_chat_template(r.messages, tokenize=False,
@@ -202,12 +233,12 @@ class GRPOTrainer:
 
         comp_tokens = int(lengths.sum())
         row = {
-            "reward/mean": float(rewards.mean()), "reward/std": float(rewards.std()),
-            **{f"reward/{k}": float(v.mean()) for k, v in parts.items()},
+            **reward_metrics(rounds),
             **{f"train/{k}": v / n_micro for k, v in sums.items()},
             "train/lr": lr,
             "train/zero_variance_groups": adv.num_zero_variance,
-            "train/groups": len(prompts),
+            "train/groups": batch.num_groups,
+            **sampling,
             "completion/length_mean": float(lengths.float().mean()),
             "completion/length_max": int(lengths.max()),
             "completion/clipped_fraction": sum(c.finish_reason == "length" for c in comps) / len(comps),
@@ -220,15 +251,14 @@ class GRPOTrainer:
         row["time/step_s"] = step_s
         row["throughput/completion_tokens_per_s"] = comp_tokens / max(step_s, 1e-9)
         row["throughput/rollout_tokens_per_s"] = comp_tokens / max(timer.seconds["rollout"], 1e-9)
-        row["reward/acc@0.5"] = float(self.accuracy.score(texts, boxes=[prompts[c.prompt_index].gt_boxes
-                                                                          for c in comps])[0].mean())
         return row
 
     # -- the run ----------------------------------------------------------------------------------
     def train(self, stop_after: int | None = None) -> dict:
         """Runs steps start_step..cfg.steps-1 (or stops after `stop_after` steps, for tests)."""
         cfg = self.cfg
-        self.logger = MetricsLogger(cfg.output_dir, cfg.steps, self.start_step, self.is_main, desc="grpo")
+        self.logger = MetricsLogger(cfg.output_dir, cfg.steps, self.start_step, self.is_main, desc="grpo",
+                                    log_cfg=cfg.log, run_config=to_dict(cfg))
         last = cfg.steps if stop_after is None else min(cfg.steps, self.start_step + stop_after)
         row = {}
         for step in range(self.start_step, last):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import secrets
 import sys
 import time
 from contextlib import contextmanager
@@ -41,10 +42,12 @@ def rss_peak_extra(fn) -> int:
 
 class MetricsLogger:
     def __init__(self, out_dir: str, total_steps: int, start_step: int = 0, enabled: bool = True,
-                 desc: str = "train"):
+                 desc: str = "train", log_cfg=None, run_config: dict | None = None):
+        """log_cfg: a dprl.config.LogConfig (wandb); run_config: the resolved config it records."""
         self.enabled = enabled
         self.out_dir = out_dir
         self.path = os.path.join(out_dir, "metrics.jsonl")
+        self.wandb_run = None
         if not enabled:
             return
         from torch.utils.tensorboard import SummaryWriter
@@ -58,6 +61,8 @@ class MetricsLogger:
         self.tb = SummaryWriter(os.path.join(out_dir, "tensorboard"), purge_step=start_step or None)
         self.bar = tqdm(total=total_steps, initial=start_step, desc=desc, unit="step",
                         dynamic_ncols=True, file=sys.stderr)
+        if log_cfg is not None and log_cfg.wandb:
+            self.wandb_run = _start_wandb(log_cfg, out_dir, start_step, run_config)
 
     def _truncate_after(self, step: int) -> None:
         """Drops rows past `step` that an interrupted run logged after its last saved state, so
@@ -76,9 +81,11 @@ class MetricsLogger:
         row = {"step": step, **values}
         with open(self.path, "a") as fh:
             fh.write(json.dumps(row) + "\n")
-        for k, v in values.items():
-            if isinstance(v, (int, float)):
-                self.tb.add_scalar(k, v, step)
+        scalars = {k: v for k, v in values.items() if isinstance(v, (int, float))}
+        for k, v in scalars.items():
+            self.tb.add_scalar(k, v, step)
+        if self.wandb_run is not None:
+            self.wandb_run.log(scalars, step=step)
         self.bar.set_postfix(loss=f"{values.get('train/loss', float('nan')):.4f}",
                              lr=f"{values.get('train/lr', float('nan')):.2e}", refresh=False)
 
@@ -90,6 +97,30 @@ class MetricsLogger:
         if self.enabled:
             self.bar.close()
             self.tb.close()
+            if self.wandb_run is not None:
+                self.wandb_run.finish()
+                self.wandb_run = None
+
+
+def _start_wandb(log_cfg, out_dir: str, start_step: int, run_config: dict | None):
+    """A wandb run for this output directory. Its id is kept in the directory, so a resumed run
+    logs into the same wandb run (steps it already logged past the checkpoint are dropped by
+    wandb with a warning); a fresh run gets a new id."""
+    import wandb
+
+    id_path = os.path.join(out_dir, "wandb_run_id")
+    run_id = None
+    if start_step and os.path.isfile(id_path):
+        with open(id_path) as fh:
+            run_id = fh.read().strip() or None
+    if run_id is None:
+        run_id = secrets.token_hex(4)  # wandb ids are free-form; 8 hex digits as wandb's own
+        with open(id_path, "w") as fh:
+            fh.write(run_id + "\n")
+    return wandb.init(project=log_cfg.wandb_project,
+                      name=log_cfg.wandb_name or os.path.basename(os.path.abspath(out_dir)),
+                      tags=list(log_cfg.wandb_tags) or None, id=run_id, resume="allow", dir=out_dir,
+                      config=run_config)
 
 
 def read_metrics(path: str) -> list[dict]:

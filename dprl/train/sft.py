@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from dprl.config import SFTConfig, save_config
+from dprl.config import SFTConfig, save_config, to_dict
 from dprl.data.sft import collate, encode, load_grounding, load_knowledge
 from dprl.train.batches import BatchPlan
 from dprl.train.checkpoint import load_state, save_hf, save_state
@@ -117,7 +117,8 @@ def run_sft(cfg: SFTConfig) -> dict:
     engine, _, scheduler = build_engine(model, tcfg)
     start = load_state(engine, cfg.output_dir) if cfg.resume else 0
     stop = min(total, start + cfg.stop_after) if cfg.stop_after else total
-    logger = MetricsLogger(cfg.output_dir, total, start, enabled=rank == 0, desc="sft")
+    logger = MetricsLogger(cfg.output_dir, total, start, enabled=rank == 0, desc="sft", log_cfg=cfg.log,
+                           run_config=to_dict(cfg))
     if rank == 0:
         print(f"sft: {len(grounding)} grounding + {len(knowledge)} knowledge samples, {world} rank(s), "
               f"{plan.samples_per_step} samples/step, {total} steps (from step {start}); "

@@ -19,10 +19,20 @@ def _digit_share(completions, **_):
     return [sum(ch in DIGITS for ch in c) / max(len(c), 1) for c in completions]
 
 
-try:
-    register_reward("digit_share", _digit_share)
-except ValueError:
-    pass
+def _top_half_flat(completions, boxes, **_):
+    # Prompts whose target sits in the image's top half score 0 whatever is written: their
+    # groups never vary, so only dynamic sampling keeps them out of a batch.
+    return [0.0 if b[0][1] < 500 else s for b, s in zip(boxes, _digit_share(completions))]
+
+
+for _name, _fn in (("digit_share", _digit_share), ("top_half_flat", _top_half_flat)):
+    try:
+        register_reward(_name, _fn)
+    except ValueError:
+        pass
+
+DYNAMIC = ("grpo.dynamic_sampling=true", "grpo.max_sampling_rounds=4",
+           "reward.functions=[{name: top_half_flat}, {name: format}]")
 
 
 @pytest.fixture(scope="module")
@@ -80,14 +90,15 @@ def test_steps_update_the_policy_and_keep_the_engine_in_sync(world, tmp_path):
     assert os.path.isfile(tmp_path / "run" / "curves.png")
 
 
-def test_resume_continues_exactly(world, tmp_path):
+@pytest.mark.parametrize("extra", [(), DYNAMIC], ids=["plain", "dynamic_sampling"])
+def test_resume_continues_exactly(world, tmp_path, extra):
     from dprl.train.grpo import GRPOTrainer
 
-    full = GRPOTrainer(_cfg(world, tmp_path / "full"))
+    full = GRPOTrainer(_cfg(world, tmp_path / "full", *extra))
     full.train()
-    part = GRPOTrainer(_cfg(world, tmp_path / "part"))
+    part = GRPOTrainer(_cfg(world, tmp_path / "part", *extra))
     part.train(stop_after=2)  # "killed" after the checkpoint at step 2
-    resumed = GRPOTrainer(_cfg(world, tmp_path / "part"))
+    resumed = GRPOTrainer(_cfg(world, tmp_path / "part", *extra))
     assert resumed.start_step == 2
     resumed.train()
     a = read_metrics(str(tmp_path / "full" / "metrics.jsonl"))
@@ -96,6 +107,31 @@ def test_resume_continues_exactly(world, tmp_path):
     for ra, rb in zip(a[2:], b[2:]):
         for key in ("reward/mean", "train/loss", "train/kl", "completion/length_mean"):
             assert ra[key] == pytest.approx(rb[key], rel=1e-5, abs=1e-7), key
+        assert ra.get("sampling/groups_sampled") == rb.get("sampling/groups_sampled")
+
+
+def test_dynamic_sampling_trains_only_on_groups_with_a_gradient(world, tmp_path):
+    from dprl.train.advantages import informative_groups
+    from dprl.train.grpo import GRPOTrainer
+    from dprl.train.metrics import PhaseTimer
+
+    t = GRPOTrainer(_cfg(world, tmp_path / "dapo", *DYNAMIC, "save_every=0"))
+    rounds, batch, m = t._sample_batch(0, PhaseTimer())
+    first = informative_groups(rounds[0].rewards, 4)
+    kept = informative_groups(batch.rewards, 4)
+    assert m["sampling/rounds"] == len(rounds) and (len(rounds) > 1) == (not bool(first.all()))
+    assert int((~kept).sum()) == m["sampling/shortfall_groups"]
+    # Kept groups come in sampling order: the first round's informative ones lead the batch.
+    n_first = int(first.sum())
+    assert batch.prompts[:n_first] == [p for p, ok in zip(rounds[0].prompts, first.tolist()) if ok][:2]
+    t.train()
+    rows = read_metrics(str(tmp_path / "dapo" / "metrics.jsonl"))
+    for r in rows:
+        assert r["train/zero_variance_groups"] == r["sampling/shortfall_groups"]
+        assert r["sampling/groups_sampled"] >= 2 and r["train/groups"] == 2
+        assert r["time/rollout_s"] > 0
+    # Half the prompts can never vary; over 4 steps some step needs a refill round.
+    assert max(r["sampling/rounds"] for r in rows) > 1
 
 
 def test_micro_batch_split_does_not_change_the_update(world, tmp_path):

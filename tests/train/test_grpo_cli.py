@@ -61,8 +61,14 @@ def test_single_process_with_vllm(world, tmp_path):
 
 def test_two_ranks_zero3(world, tmp_path):
     out = str(tmp_path / "run2")
-    _, rows = _grpo(world, out, 2, "trainer.zero_stage=3", "trainer.param_persistence_threshold=0")
+    # Dynamic sampling on: the untrained model scores 0 everywhere, so each rank runs every
+    # refill round on its own engine and still trains on a full batch of flat groups.
+    _, rows = _grpo(world, out, 2, "trainer.zero_stage=3", "trainer.param_persistence_threshold=0",
+                    "grpo.dynamic_sampling=true", "grpo.max_sampling_rounds=2")
     _check(rows, out)
+    for r in rows:
+        assert r["sampling/rounds"] == 2 and r["sampling/shortfall_groups"] == 2
+        assert r["sampling/groups_sampled"] == 4 and r["train/zero_variance_groups"] == 2
     # The final checkpoint holds whole (gathered) tensors, loadable by transformers.
     from dprl.models.loading import load_model
 
