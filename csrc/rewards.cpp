@@ -12,21 +12,35 @@ namespace {
 // start (~50 us) once it has a few hundred KiB of text.
 constexpr int64_t kBytesPerThread = 256 << 10;
 constexpr int64_t kPairsPerThread = 1 << 16;
+
+// Text i's tags and box (the box read from the answer or the whole text, as opt says), and
+// its per-text image sizes when coordinates are pixels (null otherwise).
+struct ParsedText {
+  TextTags tags;
+  const double* image_wh;
+  const double* input_wh;
+};
+
+inline ParsedText parse_text(const TextBatch& texts, int64_t i, const ParseOptions& opt,
+                             const double* image_wh, const double* input_wh, float* box) {
+  const bool pixels = opt.coords == Coords::kPixels;
+  const char* s = texts.ptr[i];
+  const int64_t n = texts.len[i];
+  ParsedText out{scan_tags(s, n),  // one walk over the tags for the answer span and the format
+                 pixels ? image_wh + 2 * i : nullptr,
+                 pixels && input_wh ? input_wh + 2 * i : nullptr};
+  parse_box(s, n, opt.answer_only ? out.tags.answer : Span{0, n, true}, opt, out.image_wh,
+            out.input_wh, box);
+  return out;
+}
 }  // namespace
 
 void analyze_batch(const TextBatch& texts, const ParseOptions& opt, const double* image_wh,
                    const double* input_wh, float* boxes, uint8_t* format, int max_threads) {
-  const bool pixels = opt.coords == Coords::kPixels;
   const int64_t threads = threads_for(texts.n, texts.total_bytes, kBytesPerThread, max_threads);
   parallel_for(texts.n, threads, [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) {
-      const char* s = texts.ptr[i];
-      const int64_t n = texts.len[i];
-      const TextTags tags = scan_tags(s, n);
-      format[i] = tags.format ? 1 : 0;
-      parse_box(s, n, opt.answer_only ? tags.answer : Span{0, n, true}, opt,
-                pixels ? image_wh + 2 * i : nullptr,
-                pixels && input_wh ? input_wh + 2 * i : nullptr, boxes + 4 * i);
+      format[i] = parse_text(texts, i, opt, image_wh, input_wh, boxes + 4 * i).tags.format ? 1 : 0;
     }
   });
 }
@@ -67,26 +81,20 @@ void score_batch(const TextBatch& texts, const ParseOptions& opt, const double* 
   for (int64_t k = 0; k < n_terms; ++k) {
     (terms[k].kind == TermKind::kFormat ? need_format : need_iou) = true;
   }
-  const bool pixels = opt.coords == Coords::kPixels;
   const int64_t threads = threads_for(texts.n, texts.total_bytes, kBytesPerThread, max_threads);
   parallel_for(texts.n, threads, [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) {
-      const char* s = texts.ptr[i];
-      const int64_t len = texts.len[i];
-      const double* img = pixels ? image_wh + 2 * i : nullptr;
-      const double* inp = pixels && input_wh ? input_wh + 2 * i : nullptr;
-      const TextTags tags = scan_tags(s, len);  // one walk over the tags for both uses
       float box[4];
-      parse_box(s, len, opt.answer_only ? tags.answer : Span{0, len, true}, opt, img, inp, box);
+      const ParsedText t = parse_text(texts, i, opt, image_wh, input_wh, box);
       float format = 0.0f;
       if (need_format) {
         float answer_box[4];
         const float* in_ans = box;
         if (!opt.answer_only) {  // the format term's box half always reads the answer
-          parse_box(s, len, tags.answer, opt, img, inp, answer_box);
+          parse_box(texts.ptr[i], texts.len[i], t.tags.answer, opt, t.image_wh, t.input_wh, answer_box);
           in_ans = answer_box;
         }
-        format = 0.5f * (tags.format ? 1.0f : 0.0f) + 0.5f * (has_nan(in_ans) ? 0.0f : 1.0f);
+        format = 0.5f * (t.tags.format ? 1.0f : 0.0f) + 0.5f * (has_nan(in_ans) ? 0.0f : 1.0f);
       }
       float iou = 0.0f;
       if (need_iou) {

@@ -92,47 +92,41 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_command(sub, name: str, func, help: str, description: str, example: str) -> None:
+    """A command that takes --config YAML and dotted key=value overrides."""
+    p = sub.add_parser(name, help=help, description=description)
+    p.add_argument("--config", help=f"YAML config file (see configs/{name}_tiny.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=f"dotted overrides, e.g. {example}")
+    p.set_defaults(func=func)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dprl",
         description="Performance-first GRPO for vision-language models (the DeepPerception recipe).",
     )
     sub = parser.add_subparsers(dest="command", metavar="<command>")
-
-    p = sub.add_parser(
-        "pipeline",
-        help="the whole recipe: world -> CoT-SFT -> GRPO -> eval (the README's main job)",
-        description="Run the DeepPerception recipe end to end on one machine, each stage in its "
-                    "own process: generate the world, CoT-SFT, GRPO, then evaluate the untrained, "
-                    "SFT and SFT+GRPO models and the trivial baselines side by side. Rerunning "
-                    "skips finished stages and resumes an interrupted one.",
-    )
-    p.add_argument("--config", help="YAML config file (see configs/pipeline_tiny.yaml)")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="dotted overrides, e.g. grpo.steps=50 sft.trainer.lr=1e-3")
-    p.set_defaults(func=_cmd_pipeline)
-
-    p = sub.add_parser(
-        "smoke",
-        help="run the stack end to end: tiny model, vLLM sampling, transformers log-probs, compare",
-        description="Sample completions for image+text prompts with vLLM in-process and check that "
-                    "transformers gives the same log-probs for the sampled tokens.",
-    )
-    p.add_argument("--config", help="YAML config file (see configs/smoke_tiny.yaml)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. rollout.n=8")
-    p.set_defaults(func=_cmd_smoke)
-
-    p = sub.add_parser(
-        "sft",
-        help="stage 1: supervised fine-tuning on chain-of-thought grounding data (DeepSpeed)",
-        description="Fine-tune a Qwen2-VL / Qwen2.5-VL checkpoint on chain-of-thought grounding "
-                    "samples with DeepSpeed (ZeRO 0-3); writes an HF checkpoint, resumable state, "
-                    "metrics.jsonl, TensorBoard logs and loss.png. Multi-process: torchrun "
-                    "--nproc_per_node N -m dprl.cli sft ...",
-    )
-    p.add_argument("--config", help="YAML config file (see configs/sft_tiny.yaml)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. trainer.lr=1e-5")
-    p.set_defaults(func=_cmd_sft)
+    _config_command(
+        sub, "pipeline", _cmd_pipeline,
+        "the whole recipe: world -> CoT-SFT -> GRPO -> eval (the README's main job)",
+        "Run the DeepPerception recipe end to end on one machine, each stage in its own process: "
+        "generate the world, CoT-SFT, GRPO, then evaluate the untrained, SFT and SFT+GRPO models "
+        "and the trivial baselines side by side. Rerunning skips finished stages and resumes an "
+        "interrupted one.",
+        "grpo.steps=50 sft.trainer.lr=1e-3")
+    _config_command(
+        sub, "smoke", _cmd_smoke,
+        "run the stack end to end: tiny model, vLLM sampling, transformers log-probs, compare",
+        "Sample completions for image+text prompts with vLLM in-process and check that "
+        "transformers gives the same log-probs for the sampled tokens.",
+        "rollout.n=8")
+    _config_command(
+        sub, "sft", _cmd_sft,
+        "stage 1: supervised fine-tuning on chain-of-thought grounding data (DeepSpeed)",
+        "Fine-tune a Qwen2-VL / Qwen2.5-VL checkpoint on chain-of-thought grounding samples with "
+        "DeepSpeed (ZeRO 0-3); writes an HF checkpoint, resumable state, metrics.jsonl, "
+        "TensorBoard logs and loss.png. Multi-process: torchrun --nproc_per_node N -m dprl.cli sft ...",
+        "trainer.lr=1e-5")
 
     p = sub.add_parser(
         "make-tiny-model",
@@ -147,42 +141,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="size knobs, e.g. hidden_size=256")
     p.set_defaults(func=_cmd_make_tiny_model)
 
-    p = sub.add_parser(
-        "world",
-        help="generate the synthetic fine-grained KVG world (grounding, FGVR, knowledge corpus)",
-        description="Draw the synthetic world of 10 domains (5 seen, 5 unseen) and write grounding "
-                    "samples with chains of thought, FGVR multiple choice and the text-only "
-                    "knowledge corpus as JSONL + PNG files in KVG-Bench's schema.",
-    )
-    p.add_argument("--config", help="YAML config file (see configs/world_tiny.yaml)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. seed=1")
-    p.set_defaults(func=_cmd_world)
-
-    p = sub.add_parser(
-        "eval",
-        help="score checkpoints on KVG-Bench-format grounding (Acc@0.5) or FGVR data, side by side",
-        description="Generate answers (vLLM greedy or HF generate), parse them with the reward "
-                    "engine and write predictions, metrics and a Table-1 style Markdown table. "
-                    "Re-running skips samples already scored.",
-    )
-    p.add_argument("--config", help="YAML config file (see configs/eval_tiny.yaml)")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="dotted overrides, e.g. backend=hf data.max_per_domain=10")
-    p.set_defaults(func=_cmd_eval)
-
-    p = sub.add_parser(
-        "grpo",
-        help="GRPO with colocated rollouts, IoU/format rewards and the fused loss (DeepSpeed)",
-        description="Stage 2 of the recipe: sample G completions per prompt with the colocated "
-                    "engine, score them with rule rewards, update the policy with the GRPO loss "
-                    "and push the new weights into the engine, every step. Resumes from the last "
-                    "checkpoint in output_dir. Multi-process: torchrun --nproc_per_node N -m "
-                    "dprl.cli grpo ...",
-    )
-    p.add_argument("--config", help="YAML config file (see configs/grpo_tiny.yaml)")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="dotted overrides, e.g. grpo.beta=0.02 trainer.lr=1e-6")
-    p.set_defaults(func=_cmd_grpo)
+    _config_command(
+        sub, "world", _cmd_world,
+        "generate the synthetic fine-grained KVG world (grounding, FGVR, knowledge corpus)",
+        "Draw the synthetic world of 10 domains (5 seen, 5 unseen) and write grounding samples "
+        "with chains of thought, FGVR multiple choice and the text-only knowledge corpus as JSONL "
+        "+ PNG files in KVG-Bench's schema.",
+        "seed=1")
+    _config_command(
+        sub, "eval", _cmd_eval,
+        "score checkpoints on KVG-Bench-format grounding (Acc@0.5) or FGVR data, side by side",
+        "Generate answers (vLLM greedy or HF generate), parse them with the reward engine and "
+        "write predictions, metrics and a Table-1 style Markdown table. Re-running skips samples "
+        "already scored.",
+        "backend=hf data.max_per_domain=10")
+    _config_command(
+        sub, "grpo", _cmd_grpo,
+        "GRPO with colocated rollouts, IoU/format rewards and the fused loss (DeepSpeed)",
+        "Stage 2 of the recipe: sample G completions per prompt with the colocated engine, score "
+        "them with rule rewards, update the policy with the GRPO loss and push the new weights "
+        "into the engine, every step. Resumes from the last checkpoint in output_dir. "
+        "Multi-process: torchrun --nproc_per_node N -m dprl.cli grpo ...",
+        "grpo.beta=0.02 trainer.lr=1e-6")
     return parser
 
 
