@@ -58,18 +58,14 @@ def count_informative(rounds: list[SampledRound], group_size: int) -> tuple[int,
 def assemble(rounds: list[SampledRound], per_step: int, group_size: int) -> tuple[SampledRound, dict]:
     """The step's training batch of `per_step` groups: informative groups in sampling order,
     then zero-variance ones if the rounds did not yield enough. -> (batch, metrics)."""
-    picked: list[tuple[int, int]] = []  # (round, group) of the kept groups
     flags = [informative_groups(r.rewards, group_size).tolist() for r in rounds]
-    for want in (True, False):
-        for ri, f in enumerate(flags):
-            for gi, informative in enumerate(f):
-                if informative == want and len(picked) < per_step:
-                    picked.append((ri, gi))
-    if len(picked) < per_step:
-        raise ValueError(f"the rollout rounds hold {len(picked)} groups, fewer than the {per_step} "
+    informative = [(ri, gi) for ri, f in enumerate(flags) for gi, ok in enumerate(f) if ok]
+    flat = [(ri, gi) for ri, f in enumerate(flags) for gi, ok in enumerate(f) if not ok]
+    keep = set(informative[:per_step] + flat[:max(0, per_step - len(informative))])
+    if len(keep) < per_step:
+        raise ValueError(f"the rollout rounds hold {len(keep)} groups, fewer than the {per_step} "
                          f"a step trains on")
-    picked_set = set(picked)
-    order = [(ri, gi) for ri, r in enumerate(rounds) for gi in range(r.num_groups) if (ri, gi) in picked_set]
+    order = [(ri, gi) for ri, f in enumerate(flags) for gi in range(len(f)) if (ri, gi) in keep]
     prompts, requests, comps, texts, rows = [], [], [], [], []
     for new, (ri, gi) in enumerate(order):
         r = rounds[ri]
@@ -84,12 +80,12 @@ def assemble(rounds: list[SampledRound], per_step: int, group_size: int) -> tupl
         rewards=torch.cat([rounds[ri].rewards[lo:hi] for ri, lo, hi in rows]),
         parts={k: np.concatenate([rounds[ri].parts[k][lo:hi] for ri, lo, hi in rows]) for k in rounds[0].parts},
         accuracy=np.concatenate([rounds[ri].accuracy[lo:hi] for ri, lo, hi in rows]))
-    informative, sampled = count_informative(rounds, group_size)
+    sampled = len(informative) + len(flat)
     metrics = {
         "sampling/rounds": len(rounds),
         "sampling/groups_sampled": sampled,
-        "sampling/zero_variance_fraction": 1.0 - informative / sampled,
-        "sampling/shortfall_groups": max(0, per_step - informative),
+        "sampling/zero_variance_fraction": len(flat) / sampled,
+        "sampling/shortfall_groups": max(0, per_step - len(informative)),
     }
     return batch, metrics
 
