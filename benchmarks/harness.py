@@ -24,15 +24,30 @@ def median_time(fn, repeats: int = 7, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def interleaved_median_times(fns: dict, repeats: int = 7, warmup: int = 1) -> dict:
+def interleaved_median_times(fns: dict, repeats: int = 7, warmup: int = 1,
+                             shuffle_seed: int | None = None, lead_in: tuple = ()) -> dict:
     """Median wall time in seconds of each named fn, timed in turns (a, b, a, b, ...) so that a
-    slow spell of a shared machine lands on every variant instead of on whichever ran then."""
+    slow spell of a shared machine lands on every variant instead of on whichever ran then.
+
+    shuffle_seed: each round runs the fns in a fresh random order, so that no fn always inherits
+    the caches and branch history one particular predecessor left behind. lead_in: names whose
+    timed call is preceded by one untimed call of their own, so that what is timed is a call in
+    a row (steady state); a fn of a millisecond or two needs it, one of 100 ms warms itself."""
+    import random
+
     for fn in fns.values():
         for _ in range(warmup):
             fn()
+    order = list(fns)
+    rng = random.Random(shuffle_seed)
     times = {name: [] for name in fns}
     for _ in range(repeats):
-        for name, fn in fns.items():
+        if shuffle_seed is not None:
+            rng.shuffle(order)
+        for name in order:
+            fn = fns[name]
+            if name in lead_in:
+                fn()
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)

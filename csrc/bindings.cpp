@@ -58,11 +58,19 @@ struct Texts {
   }
 };
 
-Texts borrow_texts(const py::handle& seq) {
+// Batches of at least this many texts wake the worker pool before their texts are read: after a
+// pause (the rest of a training step) its workers sleep, and waking one costs about as long as
+// reading 8192 texts' buffers; begun first, the two overlap. A batch that then proves too small
+// to split only leaves a worker polling for its spin time.
+constexpr Py_ssize_t kWakePoolItems = 1024;
+
+Texts borrow_texts(const py::handle& seq, int max_threads) {
   if (PyUnicode_Check(seq.ptr()) || PyBytes_Check(seq.ptr()) || !PySequence_Check(seq.ptr())) {
     throw py::type_error("texts must be a list or tuple of str or bytes, got " +
                          std::string(py::str(py::type::of(seq))));
   }
+  if (max_threads != 1 && PySequence_Size(seq.ptr()) >= kWakePoolItems) dprl::pool_wake();
+  PyErr_Clear();  // PySequence_Size of an odd sequence may fail; PySequence_Tuple reports it
   Texts t;
   t.owner = py::reinterpret_steal<py::object>(PySequence_Tuple(seq.ptr()));
   if (!t.owner) throw py::error_already_set();
@@ -143,7 +151,7 @@ py::tuple analyze(const py::handle& texts, bool answer_only, bool last, uint32_t
                   int coords, int swapped, bool clamp, const py::object& image_wh,
                   const py::object& input_wh, int max_threads) {
   const dprl::ParseOptions opt = make_options(answer_only, last, formats, coords, swapped, clamp);
-  Texts t = borrow_texts(texts);
+  Texts t = borrow_texts(texts, max_threads);
   const auto n = static_cast<py::ssize_t>(t.ptr.size());
   const PixelSizes sizes = pixel_sizes(opt, image_wh, input_wh, n);
   py::array_t<float> boxes({n, py::ssize_t{4}});
@@ -179,7 +187,7 @@ py::tuple score_batch(const py::handle& texts, bool answer_only, bool last, uint
                       const Int32Array& kinds, const FloatArray& taus, const FloatArray& weights,
                       int max_threads) {
   const dprl::ParseOptions opt = make_options(answer_only, last, formats, coords, swapped, clamp);
-  Texts t = borrow_texts(texts);
+  Texts t = borrow_texts(texts, max_threads);
   const auto n = static_cast<py::ssize_t>(t.ptr.size());
   const PixelSizes sizes = pixel_sizes(opt, image_wh, input_wh, n);
   check_ragged(gt, offsets, n);
@@ -209,7 +217,7 @@ py::tuple score_batch(const py::handle& texts, bool answer_only, bool last, uint
 }
 
 py::array_t<uint8_t> parse_letters(const py::handle& texts, bool answer_only, int max_threads) {
-  Texts t = borrow_texts(texts);
+  Texts t = borrow_texts(texts, max_threads);
   py::array_t<uint8_t> out(static_cast<py::ssize_t>(t.ptr.size()));
   char* po = reinterpret_cast<char*>(out.mutable_data());
   {

@@ -20,25 +20,31 @@ inline int64_t threads_for(int64_t items, int64_t work, int64_t work_per_thread,
   return std::max<int64_t>(t, 1);
 }
 
-// Calls fn(lo, hi) on `threads` contiguous slices of [0, n); the calling thread takes the first.
-// The other slices go to the warm worker pool; std::threads only when the pool is busy with
-// another caller or has too few workers for the request.
+// Chunks per thread of a batch run on the pool: enough that a worker which wakes late still
+// finds work to share, few enough that taking a chunk (one atomic add) costs nothing.
+constexpr int64_t kChunksPerThread = 8;
+
+// Calls fn(lo, hi) on contiguous slices covering [0, n), on up to `threads` threads: the calling
+// thread and warm pool workers take chunks in turn; std::threads, one slice each, only when the
+// pool is busy with another caller or has too few workers for the request.
 template <class Fn>
 void parallel_for(int64_t n, int64_t threads, Fn fn) {
   if (threads <= 1 || n <= 1) {
     fn(int64_t{0}, n);
     return;
   }
-  const int64_t chunk = (n + threads - 1) / threads;
   struct Slices {
     Fn* fn;
     int64_t n, chunk;
-  } slices{&fn, n, chunk};
+  };
   const PartFn part = [](void* ctx, int64_t k) {
     const auto* s = static_cast<const Slices*>(ctx);
     (*s->fn)(k * s->chunk, std::min(s->n, (k + 1) * s->chunk));
   };
-  if (pool_run((n + chunk - 1) / chunk, part, &slices)) return;
+  const int64_t small = (n + threads * kChunksPerThread - 1) / (threads * kChunksPerThread);
+  Slices chunks{&fn, n, small};
+  if (pool_run((n + small - 1) / small, threads - 1, part, &chunks)) return;
+  const int64_t chunk = (n + threads - 1) / threads;
   std::vector<std::thread> own;
   for (int64_t lo = chunk; lo < n; lo += chunk) {
     own.emplace_back(fn, lo, std::min(n, lo + chunk));

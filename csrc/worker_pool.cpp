@@ -29,7 +29,7 @@ std::chrono::microseconds spin_time() {
   if (*end != '\0' || us < 0) return std::chrono::microseconds(kDefaultSpinUs);
   return std::chrono::microseconds(us);
 }
-constexpr int kMaxWorkers = 255;  // parts travel in the low 16 bits of the job word
+constexpr int kMaxWorkers = 255;  // helper counts travel in the low 16 bits of the job word
 
 class Pool {
  public:
@@ -41,50 +41,75 @@ class Pool {
 
   int64_t workers() const { return workers_; }
 
-  bool run(int64_t parts, PartFn fn, void* ctx) {
-    if (parts < 2 || parts - 1 > workers_) return false;
+  // Wakes sleeping workers so that they poll for the next job: a caller about to hand one out
+  // overlaps their wake-up with its own preparation. A job word with zero helpers runs nothing.
+  void wake() {
+    if (sleepers_.load() == 0) return;
+    std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+    if (!busy.owns_lock()) return;  // a job is running: its workers are awake
+    generation_ += 1;
+    job_.store(generation_ << 16);
+    std::lock_guard<std::mutex> lock(sleep_);
+    wake_.notify_all();
+  }
+
+  bool run(int64_t chunks, int64_t helpers, PartFn fn, void* ctx) {
+    if (chunks < 2 || helpers < 1 || helpers > workers_) return false;
     std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
     if (!busy.owns_lock()) return false;
     fn_ = fn;
     ctx_ = ctx;
+    chunks_ = chunks;
     error_ = nullptr;
-    pending_.store(parts - 1);
-    // One word carries the generation and the part count, so a worker that skips a job (its
-    // index is past `parts`) never reads fields the next job is overwriting.
+    next_.store(0, std::memory_order_relaxed);
     generation_ += 1;
-    job_.store((generation_ << 16) | static_cast<uint64_t>(parts));
+    open_.store(generation_);  // publishes the fields above to any worker that sees it
+    // One word carries the generation and how many workers may help, so a worker that is not
+    // asked (its index is past `helpers`) never reads fields the next job is overwriting.
+    job_.store((generation_ << 16) | static_cast<uint64_t>(helpers));
     if (sleepers_.load() > 0) {
       std::lock_guard<std::mutex> lock(sleep_);
       wake_.notify_all();
     }
-    call(0);
-    while (pending_.load(std::memory_order_acquire) > 0) std::this_thread::yield();
+    take_chunks();
+    // Every chunk is taken. Close the job, then wait for the workers still inside it; a worker
+    // that arrives later sees it closed and leaves its fields alone (both sides sequentially
+    // consistent: a worker counts itself in before it looks, the caller closes before it counts).
+    open_.store(0);
+    while (active_.load() > 0) std::this_thread::yield();
     if (error_) std::rethrow_exception(error_);
     return true;
   }
 
  private:
-  void call(int64_t part) {
+  void call(int64_t chunk) {
     try {
-      fn_(ctx_, part);
+      fn_(ctx_, chunk);
     } catch (...) {
       std::lock_guard<std::mutex> lock(error_mutex_);
       if (!error_) error_ = std::current_exception();
     }
   }
 
+  // Runs chunks from the shared counter until none is left.
+  void take_chunks() {
+    for (int64_t k; (k = next_.fetch_add(1, std::memory_order_relaxed)) < chunks_;) call(k);
+  }
+
   void loop(int index) {
     uint64_t seen = 0;
-    bool worked = false;
+    bool poll = false;
     for (;;) {
-      // Only a worker that just took part keeps polling; the others (a job smaller than the
-      // pool) go back to sleep at once instead of burning their cores.
-      seen = wait_for_job(seen, worked ? spin_ : std::chrono::microseconds(0));
-      worked = index < static_cast<int64_t>(seen & 0xffff);
-      if (worked) {
-        call(index);
-        pending_.fetch_sub(1, std::memory_order_release);
+      // Only a worker that was asked to help, or woken for a job to come, keeps polling; the
+      // others (a job wanting fewer threads than the pool has) go back to sleep at once.
+      seen = wait_for_job(seen, poll ? spin_ : std::chrono::microseconds(0));
+      const int64_t helpers = static_cast<int64_t>(seen & 0xffff);
+      if (index <= helpers) {
+        active_.fetch_add(1);
+        if (open_.load() == seen >> 16) take_chunks();  // else it ended before this worker woke
+        active_.fetch_sub(1, std::memory_order_release);
       }
+      poll = index <= helpers || helpers == 0;
     }
   }
 
@@ -113,7 +138,10 @@ class Pool {
   std::atomic<uint64_t> job_{0};
   PartFn fn_ = nullptr;
   void* ctx_ = nullptr;
-  std::atomic<int64_t> pending_{0};
+  int64_t chunks_ = 0;
+  std::atomic<int64_t> next_{0};       // the next chunk to take
+  std::atomic<uint64_t> open_{0};      // generation of the job that can still be joined, or 0
+  std::atomic<int64_t> active_{0};     // workers inside a job
   std::mutex sleep_;
   std::condition_variable wake_;
   std::atomic<int> sleepers_{0};
@@ -138,7 +166,11 @@ Pool& pool() {
 
 }  // namespace
 
-bool pool_run(int64_t parts, PartFn fn, void* ctx) { return pool().run(parts, fn, ctx); }
+bool pool_run(int64_t chunks, int64_t helpers, PartFn fn, void* ctx) {
+  return pool().run(chunks, helpers, fn, ctx);
+}
+
+void pool_wake() { pool().wake(); }
 
 int64_t pool_workers() { return pool().workers(); }
 

@@ -3,6 +3,9 @@ at once (the pool takes one, the others use threads of their own), and a forked 
 inherits the pool object but not its threads) all give the single-threaded result."""
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 
 import numpy as np
@@ -41,6 +44,34 @@ def test_pool_splits_and_matches_serial():
     fn = RewardFunction(TERMS, max_threads=2)
     for _ in range(20):  # back to back: warm workers; the first call wakes a sleeping one
         np.testing.assert_array_equal(fn.score(texts, boxes=gt)[0], want)
+
+
+def test_sleeping_workers_that_join_late_or_never_change_nothing():
+    """With no polling, every job finds the worker asleep: it wakes during the job (and takes
+    what chunks are left) or after the caller took them all (and must leave the finished job
+    alone). Either way the result is the serial one; run in a child, since the polling time is
+    read once per process."""
+    if native().pool_workers() < 1:
+        pytest.skip("one hardware thread: the pool has no workers")
+    code = textwrap.dedent(f"""
+        import sys, time
+        import numpy as np
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_reward_worker_pool import _batch, _serial, TERMS
+        from dprl.rewards import RewardFunction
+        texts, gt = _batch(6000, 2)
+        want = _serial(texts, gt)
+        fn = RewardFunction(TERMS, max_threads=2)
+        for k in range(30):
+            if k % 3 == 0:
+                time.sleep(0.002)  # let the worker fall asleep between some calls
+            np.testing.assert_array_equal(fn.score(texts, boxes=gt)[0], want)
+        print("ok")
+    """)
+    env = dict(os.environ, DPRL_POOL_SPIN_US="0")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
 def test_concurrent_callers_from_python_threads():
