@@ -5,6 +5,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import time
@@ -33,8 +34,6 @@ def interleaved_median_times(fns: dict, repeats: int = 7, warmup: int = 1,
     the caches and branch history one particular predecessor left behind. lead_in: names whose
     timed call is preceded by one untimed call of their own, so that what is timed is a call in
     a row (steady state); a fn of a millisecond or two needs it, one of 100 ms warms itself."""
-    import random
-
     for fn in fns.values():
         for _ in range(warmup):
             fn()

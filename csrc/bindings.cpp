@@ -69,8 +69,12 @@ Texts borrow_texts(const py::handle& seq, int max_threads) {
     throw py::type_error("texts must be a list or tuple of str or bytes, got " +
                          std::string(py::str(py::type::of(seq))));
   }
-  if (max_threads != 1 && PySequence_Size(seq.ptr()) >= kWakePoolItems) dprl::pool_wake();
-  PyErr_Clear();  // PySequence_Size of an odd sequence may fail; PySequence_Tuple reports it
+  const Py_ssize_t size = PySequence_Size(seq.ptr());
+  if (size < 0) {
+    PyErr_Clear();  // an odd sequence: PySequence_Tuple below reports what is wrong with it
+  } else if (max_threads != 1 && size >= kWakePoolItems) {
+    dprl::pool_wake();
+  }
   Texts t;
   t.owner = py::reinterpret_steal<py::object>(PySequence_Tuple(seq.ptr()));
   if (!t.owner) throw py::error_already_set();

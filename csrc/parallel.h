@@ -41,9 +41,9 @@ void parallel_for(int64_t n, int64_t threads, Fn fn) {
     const auto* s = static_cast<const Slices*>(ctx);
     (*s->fn)(k * s->chunk, std::min(s->n, (k + 1) * s->chunk));
   };
-  const int64_t small = (n + threads * kChunksPerThread - 1) / (threads * kChunksPerThread);
-  Slices chunks{&fn, n, small};
-  if (pool_run((n + small - 1) / small, threads - 1, part, &chunks)) return;
+  const int64_t pool_chunk = (n + threads * kChunksPerThread - 1) / (threads * kChunksPerThread);
+  Slices chunks{&fn, n, pool_chunk};
+  if (pool_run((n + pool_chunk - 1) / pool_chunk, threads - 1, part, &chunks)) return;
   const int64_t chunk = (n + threads - 1) / threads;
   std::vector<std::thread> own;
   for (int64_t lo = chunk; lo < n; lo += chunk) {
