@@ -53,6 +53,25 @@ struct Token {
   bool exact;
 };
 
+// Powers of ten as integers, for telling "462.0" (integral) from "462.5" without a division.
+constexpr uint64_t kPow10Int[] = {1ull, 10ull, 100ull, 1000ull, 10000ull, 100000ull, 1000000ull,
+                                  10000000ull, 100000000ull, 1000000000ull, 10000000000ull,
+                                  100000000000ull, 1000000000000ull, 10000000000000ull,
+                                  100000000000000ull, 1000000000000000ull};
+
+// Digits in [p, e) (a digit run, maybe with one '.') after any leading zeros. Only for runs
+// longer than 15 digits, which are rare: shorter ones have at most 15 significant digits anyway.
+int64_t significant_digits(const char* p, const char* e) {
+  int64_t count = 0;
+  bool leading = true;
+  for (; p < e; ++p) {
+    if (*p == '.') continue;
+    leading = leading && *p == '0';
+    count += !leading;
+  }
+  return count;
+}
+
 // NUM = [+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)? taken greedily; null if no number starts at p.
 // Greedy equals the regex's backtracking here: whatever a shorter number would leave behind
 // starts with [0-9.eE+-], which can never be the blank or punctuation that must follow.
@@ -61,35 +80,25 @@ struct Token {
 // a decimal with at most 15 significant digits and at most 22 after the point, is m or m / 10^k
 // with m and 10^k both exact doubles, and one IEEE division rounds it correctly. Model outputs
 // ("123", "0.457") are nearly all like this; the rest (exponents, long digit runs) leave
-// tok->exact false and go through from_chars.
+// tok->exact false and go through from_chars. The digit loops do nothing but accumulate m: every
+// other fact is derived once the run has ended.
 const char* scan_number(const char* p, const char* e, Token* tok) {
   const char* q = p;
   bool neg = false;
   if (q < e && (*q == '+' || *q == '-')) neg = *q++ == '-';
   uint64_t m = 0;  // wraps harmlessly past 19 digits: such numbers are not exact anyway
-  int64_t significant = 0;
   const char* d = q;
-  for (; q < e && is_digit(*q); ++q) {
-    const uint64_t c = uint64_t(*q - '0');
-    significant += (m | c) != 0;  // leading zeros are not significant
-    m = m * 10 + c;
-  }
-  int64_t digits = q - d, fraction = 0;
+  for (; q < e && is_digit(*q); ++q) m = m * 10 + uint64_t(*q - '0');
   const uint64_t whole = m;
-  uint64_t fraction_digits_or = 0;  // 0 when every digit after the point is 0 ("462.0")
+  int64_t digits = q - d, fraction = 0;
   if (q < e && *q == '.') {
     const char* f = ++q;
-    for (; q < e && is_digit(*q); ++q) {
-      const uint64_t c = uint64_t(*q - '0');
-      significant += (m | c) != 0;
-      m = m * 10 + c;
-      fraction_digits_or |= c;
-    }
+    for (; q < e && is_digit(*q); ++q) m = m * 10 + uint64_t(*q - '0');
     fraction = q - f;
     digits += fraction;
   }
   if (digits == 0) return nullptr;
-  bool exact = significant <= 15 && fraction <= 22;
+  bool exact = fraction <= 22 && (digits <= 15 || significant_digits(d, q) <= 15);
   if (q < e && (*q == 'e' || *q == 'E')) {
     const char* r = q + 1;
     if (r < e && (*r == '+' || *r == '-')) ++r;
@@ -100,9 +109,15 @@ const char* scan_number(const char* p, const char* e, Token* tok) {
       exact = false;
     }
   }
-  // An integral value written with a fraction ("462.0") is the whole part exactly: no division
-  // (its latency showed up as an eighth of parse_box's time on model-style boxes).
-  const double v = (fraction && fraction_digits_or) ? double(m) / kPow10[fraction] : double(whole);
+  double v = 0.0;
+  if (exact) {
+    // An integral value written with a fraction ("462.0") is the whole part exactly: no division
+    // (its latency showed up as an eighth of parse_box's time on model-style boxes). With at most
+    // 15 significant digits, a non-zero whole part leaves at most 15 - 1 digits after the point,
+    // so whole * 10^fraction cannot overflow.
+    const bool integral = fraction == 0 || (whole == 0 ? m == 0 : m == whole * kPow10Int[fraction]);
+    v = integral ? double(whole) : double(m) / kPow10[fraction];
+  }
   tok->p = p;
   tok->e = q;
   tok->value = neg ? -v : v;

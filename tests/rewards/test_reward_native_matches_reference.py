@@ -41,7 +41,9 @@ numbers = st.one_of(
     # integral values written with a fraction, which skip the fast path's division
     st.tuples(st.integers(-(10**17), 10**17), st.integers(1, 25)).map(lambda t: f"{t[0]}." + "0" * t[1]),
     st.sampled_from(["1e39", "-1e39", "-0.0", "0.000", "462.0", "9" * 16 + ".0", "3.4028235e38", "3.4028236e38", "1e-400", "-0", "1e", "1.",
-                     ".5", "+7", "--1", "1e308", "9" * 50, "0" * 30 + "1", "1e+2", "5e-1"]),
+                     ".5", "+7", "--1", "1e308", "9" * 50, "0" * 30 + "1", "1e+2", "5e-1",
+                     # over 15 digits, at most 15 of them significant: still the exact case
+                     "0" * 17 + "462.5", "0." + "0" * 20 + "1", "0" * 16 + ".25", "12.50"]),
 )
 blank = st.sampled_from(["", " ", "  ", "\n", "\t "])
 
