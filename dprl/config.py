@@ -421,6 +421,12 @@ class GRPOAlgoConfig:
     # still short after that is filled with zero-variance groups and the shortfall is logged.
     dynamic_sampling: bool = False
     max_sampling_rounds: int = 3  # rounds per step including the first (DAPO's max_num_gen_batches)
+    # Each group is one row: its prompt (and image) once, then its G completions, each seeing
+    # the prompt and itself only (dprl/train/shared_prompt.py). false: one row per completion.
+    share_prompts: bool = True
+    # Micro-batches hold at most trainer.micro_batch_size sequences and, when this is > 0, at most
+    # this many padded tokens (rows x longest row); rows of like length are batched together.
+    micro_batch_tokens: int = 0
 
     def check(self, key: str) -> None:
         _require(1 <= self.max_sampling_rounds <= 100, f"{key}max_sampling_rounds",
@@ -432,6 +438,9 @@ class GRPOAlgoConfig:
         _require(self.updates_per_rollout >= 1, f"{key}updates_per_rollout", "at least 1",
                  self.updates_per_rollout)
         _require(self.tis_cap >= 0, f"{key}tis_cap", "0 (off) or a positive cap", self.tis_cap)
+        _require(self.micro_batch_tokens >= 0, f"{key}micro_batch_tokens",
+                 "0 (no token budget) or a positive number of padded tokens per micro-batch",
+                 self.micro_batch_tokens)
 
 
 @dataclass
@@ -480,11 +489,6 @@ class GRPOConfig:
                  f"micro_batch_size x grad_accum_steps = data.prompts_per_step x rollout.n = {seqs} "
                  f"sequences per rank and update (got {self.trainer.micro_batch_size} x "
                  f"{self.trainer.grad_accum_steps} = {geometry})", self.trainer.grad_accum_steps)
-        # DAPO's token mean normalises by the tokens of the whole batch; split into micro-batches
-        # it would normalise each by its own count, so the update would depend on the split.
-        _require(self.grpo.aggregation != "token_mean" or self.trainer.grad_accum_steps == 1,
-                 f"{key}trainer.grad_accum_steps", "1 with grpo.aggregation token_mean",
-                 self.trainer.grad_accum_steps)
 
 
 @dataclass

@@ -9,7 +9,7 @@ d loss_t / d logp is closed form: -A r iw outside the clipped region, 0 inside i
 beta (1 - exp(ref - logp)); so the forward writes the gradient and the backward only scales it.
 Aggregation weights w_t turn token losses into the scalar loss = sum_t w_t loss_t:
     'seq_mean'   (GRPO, DeepPerception): mask_t / (max(tokens in seq, 1) * B)
-    'token_mean' (DAPO): mask_t / max(masked tokens, 1)
+    'token_mean' (DAPO): mask_t / max(masked tokens, 1)   (num_tokens: the whole batch's count)
     'dr_grpo'    (Dr. GRPO, Liu et al. 2025): mask_t / (B * max_completion_length)
 Metrics are means over unmasked tokens: clip fraction, k3 KL, entropy (if given).
 """
@@ -118,13 +118,13 @@ def _layout(logp, advantages, mask, seq_index, num_seqs):
     return flat, adv, m, seq, b
 
 
-def _weights(mask, seq, b, params: GRPOLossParams):
+def _weights(mask, seq, b, params: GRPOLossParams, num_tokens=None):
     """Aggregation weight per token [N] fp32 (zero where masked)."""
     if params.aggregation == "seq_mean":
         count = torch.zeros(b, dtype=torch.float32, device=mask.device).index_add_(0, seq, mask)  # (B,)
         return mask / (count.clamp(min=1.0)[seq] * b)  # (N,)
     if params.aggregation == "token_mean":
-        return mask / mask.sum().clamp(min=1.0)  # (N,)
+        return mask / (mask.sum().clamp(min=1.0) if num_tokens is None else max(float(num_tokens), 1.0))  # (N,)
     return mask / (b * params.max_completion_length)  # (N,)
 
 
@@ -134,7 +134,8 @@ def _f32(t):
 
 def grpo_loss(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor | None = None, *,
               old_logp=None, ref_logp=None, rollout_logp=None, entropy=None, seq_index=None,
-              num_seqs=None, params: GRPOLossParams = GRPOLossParams(), backend: str = "auto"):
+              num_seqs=None, num_tokens=None, params: GRPOLossParams = GRPOLossParams(),
+              backend: str = "auto"):
     """GRPO loss and step metrics in one pass -> (loss: 0-d fp32, metrics: dict of 0-d tensors).
 
     logp: [B, T] (rows are sequences) or [N] flat tokens with seq_index [N] int and num_seqs B;
@@ -142,13 +143,16 @@ def grpo_loss(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor |
     counts), None = all. old_logp (None: on-policy, ratio 1), ref_logp (None: no KL term),
     rollout_logp (with params.tis_cap: truncated importance weights), entropy: like logp, no grad.
     metrics: clip_fraction, kl (k3 mean), entropy (mean; 0 without entropy), over unmasked tokens.
+    num_seqs / num_tokens: the sequences (B) and unmasked tokens of the whole batch when this
+    call is one micro-batch of it, so that the micro-batches' losses add up to the batch's (the
+    gradient then does not depend on the split); default: this call's own.
     backend: 'auto' (Triton on CUDA, torch on CPU), 'triton' or 'torch'.
     """
     if rollout_logp is not None and params.tis_cap is None:
         raise ValueError("rollout_logp given without params.tis_cap")
     flat, adv, m, seq, b = _layout(logp, advantages, mask, seq_index, num_seqs)
     backend = resolve_backend(backend, flat)
-    weight = _weights(m, seq, b, params)  # (N,)
+    weight = _weights(m, seq, b, params, num_tokens)  # (N,)
     old = _f32(old_logp)
     loss, sums = GRPOLoss.apply(flat.to(torch.float32).contiguous(), old, _f32(ref_logp),
                                 _f32(rollout_logp) if params.tis_cap is not None else None,
@@ -161,7 +165,8 @@ def grpo_loss(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor |
 
 def grpo_loss_reference(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor | None = None, *,
                         old_logp=None, ref_logp=None, rollout_logp=None, entropy=None, seq_index=None,
-                        num_seqs=None, params: GRPOLossParams = GRPOLossParams(), backend: str = "auto"):
+                        num_seqs=None, num_tokens=None, params: GRPOLossParams = GRPOLossParams(),
+                        backend: str = "auto"):
     """The textbook formulation (TRL-style torch.min/clamp, autograd gradient) in float64.
     `backend` is accepted for signature parity and ignored."""
     if rollout_logp is not None and params.tis_cap is None:
@@ -183,7 +188,7 @@ def grpo_loss_reference(logp: torch.Tensor, advantages: torch.Tensor, mask: torc
         count = torch.zeros(b, dtype=torch.float64, device=lp.device).index_add(0, seq, m)  # (B,)
         loss = (tok_sum / count.clamp(min=1)).mean()
     elif params.aggregation == "token_mean":
-        loss = (per_tok * m).sum() / m.sum().clamp(min=1)
+        loss = (per_tok * m).sum() / (m.sum().clamp(min=1) if num_tokens is None else max(float(num_tokens), 1.0))
     else:
         loss = (per_tok * m).sum() / (b * params.max_completion_length)
     low = (ratio < 1 - params.eps_low) & (adv < 0)  # (N,)

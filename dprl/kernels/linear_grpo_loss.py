@@ -17,30 +17,37 @@ from dprl.kernels.linear_logprob import linear_logprob, linear_logprob_reference
 def linear_grpo_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                      advantages: torch.Tensor, mask: torch.Tensor | None = None, *,
                      old_logp=None, ref_logp=None, rollout_logp=None, seq_index=None, num_seqs=None,
-                     temperature: float = 1.0, params: GRPOLossParams = GRPOLossParams(),
-                     chunk_rows: int | None = None, backend: str = "auto"):
+                     num_tokens=None, temperature: float = 1.0, params: GRPOLossParams = GRPOLossParams(),
+                     exclude_ids: torch.Tensor | None = None, chunk_rows: int | None = None,
+                     backend: str = "auto"):
     """-> (loss 0-d, metrics dict, logp [N] fp32 detached).
 
     hidden: [N, H] completion positions only, weight: [V, H], targets: [N]; the other tensors are
-    flat [N] (with seq_index [N] and num_seqs B) as in grpo_loss; advantages [B] or [N].
+    flat [N] (with seq_index [N], num_seqs B and num_tokens) as in grpo_loss; advantages [B] or
+    [N]. exclude_ids: [k] token ids the sampler never draws; log-probs are renormalised without
+    them (see linear_logprob).
     """
     logp, entropy = linear_logprob(hidden, weight, targets, temperature, return_entropy=True,
-                                   chunk_rows=chunk_rows, backend=backend)  # (N,), (N,)
+                                   exclude_ids=exclude_ids, chunk_rows=chunk_rows,
+                                   backend=backend)  # (N,), (N,)
     loss, metrics = grpo_loss(logp, advantages, mask, old_logp=old_logp, ref_logp=ref_logp,
                               rollout_logp=rollout_logp, entropy=entropy, seq_index=seq_index,
-                              num_seqs=num_seqs, params=params, backend=backend)
+                              num_seqs=num_seqs, num_tokens=num_tokens, params=params, backend=backend)
     return loss, metrics, logp.detach()
 
 
 def linear_grpo_loss_reference(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                                advantages: torch.Tensor, mask: torch.Tensor | None = None, *,
                                old_logp=None, ref_logp=None, rollout_logp=None, seq_index=None,
-                               num_seqs=None, temperature: float = 1.0,
+                               num_seqs=None, num_tokens=None, temperature: float = 1.0,
                                params: GRPOLossParams = GRPOLossParams(),
+                               exclude_ids: torch.Tensor | None = None,
                                chunk_rows: int | None = None, backend: str = "auto"):
     """The composition of the float64 references (small inputs only)."""
-    logp, entropy = linear_logprob_reference(hidden, weight, targets, temperature, return_entropy=True)
+    logp, entropy = linear_logprob_reference(hidden, weight, targets, temperature, return_entropy=True,
+                                             exclude_ids=exclude_ids)
     loss, metrics = grpo_loss_reference(logp, advantages, mask, old_logp=old_logp, ref_logp=ref_logp,
                                         rollout_logp=rollout_logp, entropy=entropy,
-                                        seq_index=seq_index, num_seqs=num_seqs, params=params)
+                                        seq_index=seq_index, num_seqs=num_seqs,
+                                        num_tokens=num_tokens, params=params)
     return loss, metrics, logp.detach()

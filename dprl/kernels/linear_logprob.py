@@ -134,13 +134,16 @@ def _check(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, te
 
 def linear_logprob(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                    temperature: float = 1.0, *, return_entropy: bool = False,
+                   exclude_ids: torch.Tensor | None = None,
                    chunk_rows: int | None = None, vocab_block: int | None = None,
                    backend: str = "auto"):
     """fp32 log softmax(hidden @ weight.T / temperature)[i, targets[i]] -> [N].
 
     hidden: [N, H] and weight: [V, H] (lm_head), same float dtype; targets: [N] int32/int64.
     Feed completion positions only. return_entropy: also return the fp32 [N] entropy (a metric,
-    no gradient). chunk_rows: tokens per chunk (default: 128 MB of logits on CUDA, 8M fp32
+    no gradient, of the full distribution). exclude_ids: [k] token ids the distribution is
+    renormalised without (a sampler that never draws them, e.g. vision tokens, samples from that
+    renormalised softmax). chunk_rows: tokens per chunk (default: 128 MB of logits on CUDA, 8M fp32
     elements on CPU; on CPU the vocabulary is tiled instead, in blocks of the same size, when that
     streams fewer bytes, unless chunk_rows is given). vocab_block: vocabulary entries per block,
     forcing vocabulary tiles on the torch backend. backend: 'auto' (Triton row kernels on CUDA, torch on CPU), 'triton', 'torch'.
@@ -154,11 +157,30 @@ def linear_logprob(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Te
         temperature=float(temperature), with_entropy=return_entropy, backend=backend,
         chunk_rows=_chunk_rows(n, v, weight, backend, chunk_rows),
         vocab_block=_vocab_block(n, v, hidden.shape[1], backend, chunk_rows, vocab_block))
-    return LinearLogprob.apply(hidden, weight, targets, params)
+    out = LinearLogprob.apply(hidden, weight, targets, params)
+    if exclude_ids is None or exclude_ids.numel() == 0:
+        return out
+    logp, entropy = out if return_entropy else (out, None)
+    logp = _without(hidden, weight, targets, logp, temperature, exclude_ids)  # (N,)
+    return (logp, entropy) if return_entropy else logp
+
+
+def _without(hidden, weight, targets, logp, temperature, exclude_ids):
+    """Log-probs renormalised without the `exclude_ids` tokens, from the k excluded logits only:
+        log p'(t) = log p(t) - log(1 - sum_b p(b)),   p(b) = exp(z_b - lse),  lse = z_t - log p(t)
+    hidden: (N, H), weight: (V, H), targets/logp: (N,), exclude_ids: (k,). Differentiable."""
+    w_t = weight.index_select(0, targets.long()).float()  # (N, H)
+    z_t = (hidden.float() * w_t).sum(-1) / temperature  # (N,)
+    lse = z_t - logp  # (N,)
+    w_b = weight.index_select(0, exclude_ids.to(weight.device).long()).float()  # (k, H)
+    z_b = hidden.float() @ w_b.T / temperature  # (N, k)
+    p_b = torch.exp(z_b - lse[:, None]).sum(-1)  # (N,)
+    return logp - torch.log1p(-p_b.clamp(max=1 - 1e-6))
 
 
 def linear_logprob_reference(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                              temperature: float = 1.0, *, return_entropy: bool = False,
+                             exclude_ids: torch.Tensor | None = None,
                              chunk_rows: int | None = None, vocab_block: int | None = None,
                              backend: str = "auto"):
     """The definition in float64 through autograd (builds N x V: small inputs only) -> fp32 [N].
@@ -166,7 +188,11 @@ def linear_logprob_reference(hidden: torch.Tensor, weight: torch.Tensor, targets
     _check(hidden, weight, targets, temperature)
     logits = hidden.double() @ weight.double().T  # (N, V) float64
     logq = torch.log_softmax(logits / temperature, dim=-1)  # (N, V)
-    logp = logq.gather(1, targets.long()[:, None]).squeeze(1).float()  # (N,)
+    if exclude_ids is not None and exclude_ids.numel():
+        kept = logits.index_fill(1, exclude_ids.to(logits.device).long(), float("-inf"))  # (N, V)
+        logp = torch.log_softmax(kept / temperature, dim=-1).gather(1, targets.long()[:, None]).squeeze(1).float()
+    else:
+        logp = logq.gather(1, targets.long()[:, None]).squeeze(1).float()  # (N,)
     if not return_entropy:
         return logp
     entropy = -(logq.exp() * logq).sum(-1).float().detach()  # (N,)

@@ -15,6 +15,7 @@ sampling seeds are functions of the step, so a resumed run continues exactly.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -26,8 +27,20 @@ from dprl.train.dynamic_sampling import (SampledRound, assemble, count_informati
                                          reward_metrics)
 from dprl.train.grpo_data import grounding_request, refill_indices, step_indices
 from dprl.train.metrics import MetricsLogger, PhaseTimer, peak_memory_bytes, plot_curves
-from dprl.train.policy import grpo_policy_loss, token_logprobs
-from dprl.train.sequences import build_policy_batch
+from dprl.train.grpo_micro_batches import agreed_count, equalize, pack_micro_batches, plan_units
+from dprl.train.policy import grpo_policy_loss, token_logprobs, unwrap
+from dprl.train.shared_prompt import build_rows, encode_prompts, image_features
+
+
+@dataclass
+class StepBatch:
+    """A step's training batch: micro-batches of rows (dprl.train.shared_prompt), each prompt
+    through the processor once and each image through the vision tower once."""
+
+    micro_batches: list  # PolicyBatch, with seq_ids / token_index into the step's order
+    lengths: torch.Tensor  # (S,) completion lengths
+    offsets: torch.Tensor  # (S + 1,) where each completion's tokens start in the flat order
+    padding_fraction: float  # share of the micro-batches' positions that are padding
 
 
 def _loss_params(cfg: GRPOConfig) -> GRPOLossParams:
@@ -165,6 +178,39 @@ class GRPOTrainer:
         batch, metrics = assemble(rounds, per_step, G)
         return rounds, batch, metrics
 
+    def _prepare(self, requests, comps) -> "StepBatch":
+        """The step's micro-batches, built once and reused by every pass (see StepBatch)."""
+        cfg = self.cfg
+        hf = unwrap(self.engine)
+        texts = [self.processor.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True)
+                 for r in requests]
+        prompts = encode_prompts(self.processor, hf, texts, [r.images for r in requests])
+        # A frozen tower (and merger) gives the same features in every pass and in the
+        # reference model: compute them once, without grad.
+        features = image_features(hf, prompts) if cfg.trainer.freeze_vision else None
+        completions = [c.token_ids for c in comps]
+        seq_len = [len(t) for t in completions]
+        lengths = torch.tensor(seq_len, dtype=torch.long)  # (S,)
+        offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])  # (S + 1,)
+        prompt_len = [p.length for p in prompts]
+        units = plan_units([c.prompt_index for c in comps], cfg.grpo.share_prompts)
+        plan = pack_micro_batches(units, prompt_len, seq_len, max_seqs=cfg.trainer.micro_batch_size,
+                                  max_tokens=cfg.grpo.micro_batch_tokens)
+        plan = equalize(plan, agreed_count(len(plan)))
+        attn = getattr(hf.config, "_attn_implementation", "sdpa") or "sdpa"
+        micro_batches = [build_rows(prompts, completions, units_, self.pad_id, offsets, features, attn)
+                         for units_ in plan]
+        padded = sum(mb.model_inputs["input_ids"].numel() for mb in micro_batches)
+        real = sum(prompt_len[u.prompt] + sum(seq_len[s] for s in u.seqs) for b in plan for u in b)
+        return StepBatch(micro_batches, lengths, offsets, 1 - real / padded)
+
+    def _logprobs(self, model, micro_batches, num_tokens: int) -> torch.Tensor:
+        """The log-probs of every sampled token under `model`, micro-batch by micro-batch -> (N,)."""
+        out = torch.empty(num_tokens)  # (N,)
+        for mb in micro_batches:
+            out[mb.token_index] = token_logprobs(model, mb, self.cfg.rollout.temperature, self.banned)
+        return out
+
     def step(self, step: int) -> dict:
         cfg, timer = self.cfg, PhaseTimer()
         G = cfg.rollout.n
@@ -174,55 +220,55 @@ class GRPOTrainer:
         with timer("reward"):
             adv = group_advantages(rewards, G, cfg.grpo.advantage, cfg.grpo.advantage_eps)
 
-        prompt_texts = [self.processor.apply_chat_template(r.messages, tokenize=False,
-                                                           add_generation_prompt=True) for r in requests]
-        prompt_images = [r.images for r in requests]
-        seqs = [(c.prompt_index, c.token_ids) for c in comps]
-        full = build_policy_batch(self.processor, prompt_texts, prompt_images, seqs, self.pad_id)
-        lengths = full.completion_lengths()  # (S,)
-        offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])  # (S + 1,)
+        with timer("prepare"):
+            steps = self._prepare(requests, comps)
+        micro_batches, lengths, offsets = steps.micro_batches, steps.lengths, steps.offsets
+        S, N = len(comps), int(offsets[-1])
         rollout_logp = torch.cat([c.logprob_tensor() for c in comps])  # (N,)
 
         ref_logp = old_logp = None
         with torch.no_grad():
             if self.ref is not None:
                 with timer("ref"):
-                    ref_logp = token_logprobs(self.ref, full, cfg.rollout.temperature, self.banned)  # (N,)
+                    ref_logp = self._logprobs(self.ref, micro_batches, N)  # (N,)
             if cfg.grpo.updates_per_rollout > 1 or cfg.grpo.tis_cap > 0:
                 with timer("old"):
                     # The trainer's view of the sampled tokens before any update: the importance
                     # ratio's denominator when a batch is reused or importance-weighted.
-                    old_logp = token_logprobs(self.engine, full, cfg.rollout.temperature, self.banned)  # (N,)
+                    old_logp = self._logprobs(self.engine, micro_batches, N)  # (N,)
 
-        micro = cfg.trainer.micro_batch_size
-        # A rollout batch is one optimizer step (micro x accumulation = batch, checked by the
-        # config), so the first update epoch runs on the weights the rollout sampled with: without
-        # an `old` pass, its forward log-probs are the trainer's side of the staleness check, and
-        # a step costs one policy forward fewer (TRL does the same for a single update).
-        trainer_logp = [] if old_logp is None else [old_logp]
+        # A rollout batch is one optimizer step, so the first update epoch runs on the weights the
+        # rollout sampled with: without an `old` pass, its forward log-probs are the trainer's side
+        # of the staleness check, and a step costs one policy forward fewer (TRL does the same for
+        # a single update).
+        trainer_logp = old_logp if old_logp is not None else torch.empty(N)  # (N,)
 
         lr = self.scheduler.get_last_lr()[0]  # the rate this step's updates use
         sums: dict[str, float] = {}
         with timer("update"):
             for epoch in range(cfg.grpo.updates_per_rollout):
-                for a in range(0, len(seqs), micro):
-                    b = min(a + micro, len(seqs))
-                    t0, t1 = offsets[a].item(), offsets[b].item()
-                    mb = build_policy_batch(self.processor, prompt_texts, prompt_images, seqs[a:b], self.pad_id)
+                for i, mb in enumerate(micro_batches):
+                    # Each micro-batch's loss is its share of the batch's (num_seqs / num_tokens
+                    # are the batch's), so accumulation adds them up unscaled and the optimizer
+                    # steps once per epoch, at the last one.
+                    self.engine.set_gradient_accumulation_boundary(i == len(micro_batches) - 1)
+                    tok = mb.token_index  # (n,)
                     loss, m, logp = grpo_policy_loss(
-                        self.engine, mb, adv.advantages[a:b],
-                        old_logp=None if old_logp is None else old_logp[t0:t1],
-                        ref_logp=None if ref_logp is None else ref_logp[t0:t1],
-                        rollout_logp=rollout_logp[t0:t1] if cfg.grpo.tis_cap > 0 else None,
-                        temperature=cfg.rollout.temperature, params=self.loss_params, num_seqs=b - a,
-                        banned=self.banned)
+                        self.engine, mb, adv.advantages[mb.seq_ids],
+                        old_logp=None if old_logp is None else old_logp[tok],
+                        ref_logp=None if ref_logp is None else ref_logp[tok],
+                        rollout_logp=rollout_logp[tok] if cfg.grpo.tis_cap > 0 else None,
+                        temperature=cfg.rollout.temperature, params=self.loss_params,
+                        num_seqs=S, num_tokens=N, banned=self.banned)
                     if old_logp is None and epoch == 0:
-                        trainer_logp.append(logp)
-                    self.engine.backward(loss)
+                        trainer_logp[tok] = logp
+                    self.engine.backward(loss, scale_wrt_gas=False)
                     self.engine.step()
-                    for k, v in {"loss": loss.item(), **{k: float(v) for k, v in m.items()}}.items():
-                        sums[k] = sums.get(k, 0.0) + v
-        n_micro = cfg.grpo.updates_per_rollout * -(-len(seqs) // micro)
+                    share = len(tok) / N  # metrics are token means: weight each by its tokens
+                    sums["loss"] = sums.get("loss", 0.0) + loss.item()
+                    for k, v in m.items():
+                        sums[k] = sums.get(k, 0.0) + float(v) * share
+        epochs = cfg.grpo.updates_per_rollout
 
         with timer("sync"):
             from dprl.train.weight_sync import sync_weights
@@ -234,7 +280,9 @@ class GRPOTrainer:
         comp_tokens = int(lengths.sum())
         row = {
             **reward_metrics(rounds),
-            **{f"train/{k}": v / n_micro for k, v in sums.items()},
+            **{f"train/{k}": v / epochs for k, v in sums.items()},
+            "train/micro_batches": len(micro_batches),
+            "train/padding_fraction": steps.padding_fraction,
             "train/lr": lr,
             "train/zero_variance_groups": adv.num_zero_variance,
             "train/groups": batch.num_groups,
@@ -242,7 +290,7 @@ class GRPOTrainer:
             "completion/length_mean": float(lengths.float().mean()),
             "completion/length_max": int(lengths.max()),
             "completion/clipped_fraction": sum(c.finish_reason == "length" for c in comps) / len(comps),
-            **staleness_metrics(rollout_logp, torch.cat(trainer_logp)),
+            **staleness_metrics(rollout_logp, trainer_logp),
             **timer.metrics(),
             **{k: v for k, v in sync.items() if k != "sync/seconds"},
             "memory/peak_gib": peak_memory_bytes() / 2**30,

@@ -15,7 +15,7 @@ import types
 
 import torch
 
-from dprl.kernels import GRPOLossParams, grpo_loss, linear_logprob
+from dprl.kernels import GRPOLossParams, linear_grpo_loss, linear_logprob
 from dprl.train.sequences import PolicyBatch
 
 
@@ -40,25 +40,6 @@ def install_fused_head(model) -> None:
     head._dprl_fused = True
 
 
-def exclude_tokens(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                   logp: torch.Tensor, temperature: float, banned: torch.Tensor | None) -> torch.Tensor:
-    """Full-vocabulary log-probs -> log-probs renormalised without the `banned` tokens.
-
-    The rollout engine never samples vision tokens (their logits are masked), so its
-    distribution is softmax over the other tokens; the trainer must score the same one or the
-    importance ratio is off by log(1 - p(banned)). Needs only the k banned logits per token:
-        log p'(t) = log p(t) - log(1 - sum_b p(b)),   p(b) = exp(z_b - lse),  lse = z_t - log p(t)
-    hidden: (N, H), weight: (V, H), targets/logp: (N,), banned: (k,) token ids.
-    """
-    if banned is None or banned.numel() == 0:
-        return logp
-    z_t = (hidden.float() * weight.float().index_select(0, targets)).sum(-1) / temperature  # (N,)
-    lse = z_t - logp  # (N,)
-    z_b = hidden.float() @ weight.float().index_select(0, banned).T / temperature  # (N, k)
-    p_b = torch.exp(z_b - lse[:, None]).sum(-1)  # (N,)
-    return logp - torch.log1p(-p_b.clamp(max=1 - 1e-6))
-
-
 def completion_hidden(model, batch: PolicyBatch) -> torch.Tensor:
     """Hidden states that predict the completion tokens -> (N, H)."""
     hf = unwrap(model)
@@ -69,13 +50,13 @@ def completion_hidden(model, batch: PolicyBatch) -> torch.Tensor:
 
 def token_logprobs(model, batch: PolicyBatch, temperature: float = 1.0,
                    banned: torch.Tensor | None = None) -> torch.Tensor:
-    """fp32 log p(token) of every completion token -> (N,), without the `banned` token ids."""
+    """fp32 log p(token) of every completion token -> (N,), renormalised without the `banned`
+    token ids (the sampler never draws them, so its distribution is softmax over the rest)."""
     install_fused_head(model)
     hidden = completion_hidden(model, batch)  # (N, H)
 
     def fused(h, w):
-        logp = linear_logprob(h, w, batch.targets, temperature)  # (N,)
-        return exclude_tokens(h, w, batch.targets, logp, temperature, banned)
+        return linear_logprob(h, w, batch.targets, temperature, exclude_ids=banned)  # (N,)
 
     return unwrap(model).lm_head(hidden, fused=fused)
 
@@ -83,24 +64,22 @@ def token_logprobs(model, batch: PolicyBatch, temperature: float = 1.0,
 def grpo_policy_loss(model, batch: PolicyBatch, advantages: torch.Tensor, *, old_logp=None,
                      ref_logp=None, rollout_logp=None, temperature: float = 1.0,
                      params: GRPOLossParams = GRPOLossParams(), num_seqs: int | None = None,
-                     banned: torch.Tensor | None = None):
+                     num_tokens: int | None = None, banned: torch.Tensor | None = None):
     """GRPO loss of a micro-batch -> (loss 0-d, metrics dict, logp (N,) detached).
 
-    advantages: (S,) per sequence. old/ref/rollout log-probs: (N,) per token or None.
-    num_seqs: the sequences the loss is averaged over (default: this micro-batch's).
-    banned: token ids the sampler never draws (see exclude_tokens).
+    advantages: (S,) per sequence of this batch. old/ref/rollout log-probs: (N,) per token or None.
+    num_seqs / num_tokens: the whole batch's sequences and tokens when this is one micro-batch
+    of it (the loss is then its share of the batch's loss); default: this micro-batch's own.
+    banned: token ids the sampler never draws (linear_grpo_loss's exclude_ids).
     """
     install_fused_head(model)
     hidden = completion_hidden(model, batch)  # (N, H)
 
     def fused(h, w):
-        # One vocabulary pass gives log-probs and entropy (a metric); the loss needs only [N].
-        logp, entropy = linear_logprob(h, w, batch.targets, temperature, return_entropy=True)
-        logp = exclude_tokens(h, w, batch.targets, logp, temperature, banned)  # (N,)
-        loss, metrics = grpo_loss(logp, advantages, None, old_logp=old_logp, ref_logp=ref_logp,
-                                  rollout_logp=rollout_logp, entropy=entropy,
-                                  seq_index=batch.seq_index, num_seqs=num_seqs or batch.num_seqs,
-                                  params=params)
-        return loss, metrics, logp.detach()
+        per_token = advantages[batch.seq_index]  # (N,): num_seqs may count more than this batch's
+        return linear_grpo_loss(h, w, batch.targets, per_token, old_logp=old_logp, ref_logp=ref_logp,
+                                rollout_logp=rollout_logp, seq_index=batch.seq_index,
+                                num_seqs=num_seqs or batch.num_seqs, num_tokens=num_tokens,
+                                temperature=temperature, params=params, exclude_ids=banned)
 
     return unwrap(model).lm_head(hidden, fused=fused)

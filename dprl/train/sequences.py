@@ -24,6 +24,10 @@ class PolicyBatch:
     targets: torch.Tensor  # (N,) completion token ids
     seq_index: torch.Tensor  # (N,) which sequence each token belongs to
     num_seqs: int
+    # Where this batch sits in a larger one (a step's micro-batch): the step's index of each of
+    # its sequences (S,) and of each of its tokens (N,). None: the batch is the whole step.
+    seq_ids: torch.Tensor | None = None
+    token_index: torch.Tensor | None = None
 
     def completion_lengths(self) -> torch.Tensor:
         return torch.bincount(self.seq_index, minlength=self.num_seqs)  # (S,)
