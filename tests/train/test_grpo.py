@@ -134,20 +134,32 @@ def test_dynamic_sampling_trains_only_on_groups_with_a_gradient(world, tmp_path)
     assert max(r["sampling/rounds"] for r in rows) > 1
 
 
-def test_micro_batch_split_does_not_change_the_update(world, tmp_path):
+SPLITS = {  # name: overrides; the first is the whole batch in one micro-batch of shared rows
+    "whole": (),
+    "micro1": ("trainer.micro_batch_size=1", "trainer.grad_accum_steps=8"),
+    "micro2": ("trainer.micro_batch_size=2", "trainer.grad_accum_steps=4"),
+    "unshared": ("grpo.share_prompts=false",),
+    "token_budget": ("grpo.micro_batch_tokens=60",),  # rows of a few completions, several batches
+}
+
+
+@pytest.mark.parametrize("aggregation", ["seq_mean", "token_mean"])
+def test_micro_batch_split_does_not_change_the_update(world, tmp_path, aggregation):
     from dprl.train.grpo import GRPOTrainer
 
     # Adam with eps >> |g| moves each weight by lr * g / eps: the update is the accumulated
     # gradient itself, so the comparison is not blurred by Adam's sign-like first step.
-    deltas = []
-    for micro, accum in ((8, 1), (1, 8), (2, 4)):
-        t = GRPOTrainer(_cfg(world, tmp_path / f"m{micro}", f"trainer.micro_batch_size={micro}",
-                             f"trainer.grad_accum_steps={accum}", "steps=1", "grpo.beta=0.1",
-                             "trainer.lr=1.0", "trainer.eps=1000.0", "trainer.grad_clip=0"))
+    deltas, counts = [], []
+    for name, extra in SPLITS.items():
+        t = GRPOTrainer(_cfg(world, tmp_path / name, *extra, "steps=1", "grpo.beta=0.1",
+                             f"grpo.aggregation={aggregation}", "trainer.lr=1.0", "trainer.eps=1000.0",
+                             "trainer.grad_clip=0"))
         before = _params(t)
         t.train()
         after = _params(t)
         deltas.append({n: after[n] - before[n] for n in after})
+        counts.append(read_metrics(str(tmp_path / name / "metrics.jsonl"))[0]["train/micro_batches"])
+    assert counts[0] == 1 and counts[1] == 8 and counts[4] > 1
     moved = max(d.abs().max().item() for d in deltas[0].values())
     assert moved > 0
     for other in deltas[1:]:

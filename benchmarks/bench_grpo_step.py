@@ -1,0 +1,146 @@
+"""The GRPO step, phase by phase: this tree against another revision of dprl on the same work.
+
+    python benchmarks/bench_grpo_step.py [--size 30m|tiny] [--model DIR] [--baseline REV]
+                                         [--steps 4] [--rounds 2]
+
+Both contenders run `dprl grpo` on the same model directory, the same prompts and images in the
+same order, the same sampling seed, G = 8 completions of at most 112 tokens for each of 8 prompts
+per step, the same reward, one update per rollout, fp32, beta 0.04 (a reference pass), each in
+its own process, in turns (A B A B). The first step of each process is a warm-up and is left
+out. From the run's own per-phase timers (metrics.jsonl) it reports median seconds per phase,
+"ref + update" (with this tree's batch preparation counted in: processor, image features and
+row building), completion tokens per step, and the baseline/this ratio per pair of runs.
+
+The baseline revision (default: the commit before the shared-prompt rows) is checked out as a
+git worktree beside the build; the compiled reward extension is copied from this tree when the
+C++ sources are the same. Rows go to benchmarks/results/grpo_step.jsonl.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
+
+from harness import append_rows, print_table  # noqa: E402
+
+# The issue's ~30M configuration: width 512, 8 layers, 64 visual tokens (224 x 224 pixels).
+SIZES = {
+    "30m": ["hidden_size=512", "num_layers=8", "num_heads=8", "num_kv_heads=4", "intermediate_size=1536",
+            "vision_depth=4", "vision_embed_dim=256", "vision_num_heads=4",
+            f"max_pixels={224 * 224}", f"min_pixels={224 * 224}"],
+    "tiny": [],
+}
+BASELINE = "558a326"  # GRPO with one row per completion, the batch rebuilt per micro-batch
+PHASES = ("rollout", "reward", "prepare", "ref", "old", "update", "sync")
+
+
+def _run(cmd, env=None, cwd=ROOT):
+    out = subprocess.run(cmd, env={**os.environ, **(env or {})}, cwd=cwd, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.stderr.write(out.stdout[-4000:] + out.stderr[-4000:])
+        raise SystemExit(f"failed: {' '.join(cmd)}")
+    return out
+
+
+def prepare_inputs(work: str, size: str, model: str | None) -> tuple[str, str]:
+    """The model directory and the world's training file both contenders use."""
+    world = os.path.join(work, "world")
+    _run([sys.executable, "-m", "dprl.cli", "world", "--config", "configs/world_tiny.yaml",
+          f"output_dir={world}", "train_per_domain=40", "val_per_domain=1", "test_per_domain=1",
+          "fgvr_train_per_domain=1", "fgvr_test_per_domain=1", "workers=1"])
+    if model is None:
+        model = os.path.join(work, f"model-{size}")
+        _run([sys.executable, "-m", "dprl.cli", "make-tiny-model", model, *SIZES[size]])
+    return model, os.path.join(world, "kvg_train.jsonl")
+
+
+def baseline_tree(work: str, rev: str) -> str:
+    """A worktree of `rev` that imports as dprl (reward extension copied or rebuilt)."""
+    tree = os.path.join(work, f"dprl-{rev}")
+    _run(["git", "worktree", "add", "--detach", tree, rev])
+    same_csrc = subprocess.run(["git", "diff", "--quiet", rev, "HEAD", "--", "csrc", "setup.py"], cwd=ROOT).returncode == 0
+    built = [f for f in os.listdir(os.path.join(ROOT, "dprl")) if f.startswith("_C") and f.endswith(".so")]
+    if same_csrc and built:
+        shutil.copy(os.path.join(ROOT, "dprl", built[0]), os.path.join(tree, "dprl", built[0]))
+    else:
+        _run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=tree)
+    return tree
+
+
+def run_contender(tree: str, out: str, model: str, data: str, steps: int, extra: list[str]) -> list[dict]:
+    """`dprl grpo` from `tree` for `steps` steps -> its metrics rows after the warm-up step."""
+    cmd = [sys.executable, "-m", "dprl.cli", "grpo", "--config", os.path.join(tree, "configs", "grpo_tiny.yaml"),
+           f"output_dir={out}", f"model.path={model}", f"data.path={data}", f"steps={steps}", "save_every=0",
+           "rollout.n=8", "data.prompts_per_step=8", "rollout.max_tokens=112", "rollout.temperature=0.6",
+           "trainer.micro_batch_size=64", "trainer.grad_accum_steps=1", "grpo.beta=0.04",
+           *extra]
+    _run(cmd, env={"PYTHONPATH": tree}, cwd=tree)
+    with open(os.path.join(out, "metrics.jsonl")) as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    return rows[1:]
+
+
+def summarize(name: str, rows: list[dict]) -> dict:
+    med = {p: statistics.median(r.get(f"time/{p}_s", 0.0) for r in rows) for p in PHASES}
+    work = [r.get("time/prepare_s", 0.0) + r.get("time/ref_s", 0.0) + r.get("time/update_s", 0.0) for r in rows]
+    return {"contender": name, "steps": len(rows), **{f"{p}_s": med[p] for p in PHASES},
+            "ref_update_s": statistics.median(work),
+            "step_s": statistics.median(r["time/step_s"] for r in rows),
+            "completion_tokens": statistics.median(r["completion/length_mean"] * 64 for r in rows),
+            "length_mean": statistics.median(r["completion/length_mean"] for r in rows),
+            "peak_rss_gib": max(r["memory/peak_gib"] for r in rows)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", choices=sorted(SIZES), default="30m")
+    ap.add_argument("--model", help="a checkpoint directory instead of a fresh model of --size")
+    ap.add_argument("--baseline", default=BASELINE, help="git revision to compare against")
+    ap.add_argument("--steps", type=int, default=4, help="steps per process (the first is a warm-up)")
+    ap.add_argument("--rounds", type=int, default=2, help="processes per contender, in turns")
+    ap.add_argument("--work", help="scratch directory (default: a temporary one)")
+    args = ap.parse_args()
+    work = args.work or tempfile.mkdtemp(prefix="bench-grpo-")
+    model, data = prepare_inputs(work, args.size, args.model)
+    trees = {"dprl": ROOT, f"dprl@{args.baseline}": baseline_tree(work, args.baseline)}
+    per_round: dict[str, list[list[dict]]] = {k: [] for k in trees}
+    try:
+        for r in range(args.rounds):
+            for name, tree in trees.items():
+                out = os.path.join(work, f"{name.replace('@', '-')}-{r}")
+                per_round[name].append(run_contender(tree, out, model, data, args.steps, []))
+                print(f"round {r} {name}: {summarize(name, per_round[name][-1])['ref_update_s']:.2f} s ref+update",
+                      flush=True)
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", trees[f"dprl@{args.baseline}"]], cwd=ROOT)
+    rows = [summarize(name, [x for rnd in rounds for x in rnd]) for name, rounds in per_round.items()]
+    base = f"dprl@{args.baseline}"
+    pairs = [summarize(base, b)["ref_update_s"] / summarize("dprl", a)["ref_update_s"]
+             for a, b in zip(per_round["dprl"], per_round[base])]
+    step_pairs = [summarize(base, b)["step_s"] / summarize("dprl", a)["step_s"]
+                  for a, b in zip(per_round["dprl"], per_round[base])]
+    for row in rows:
+        row.update(size=args.model or args.size, baseline=args.baseline)
+        if row["contender"] == "dprl":
+            row.update(ref_update_ratio_min=min(pairs), ref_update_ratio_median=statistics.median(pairs),
+                       ref_update_ratio_max=max(pairs), step_ratio_median=statistics.median(step_pairs))
+    print_table(rows, ["contender", "steps", "rollout_s", "prepare_s", "ref_s", "update_s", "ref_update_s",
+                       "sync_s", "step_s", "length_mean", "peak_rss_gib"])
+    print(f"ref + update, baseline / this per round: {', '.join(f'{p:.2f}x' for p in pairs)}; "
+          f"whole step: {', '.join(f'{p:.2f}x' for p in step_pairs)}")
+    append_rows("grpo_step", rows)
+    print(json.dumps(rows[0]))
+
+
+if __name__ == "__main__":
+    main()
