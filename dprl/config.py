@@ -483,6 +483,14 @@ class GRPOConfig:
                  "at least 2 (group-relative advantages need a group)", self.rollout.n)
         _require(self.rollout.temperature > 0, f"{key}rollout.temperature",
                  "a positive sampling temperature", self.rollout.temperature)
+        # The trainer scores the temperature-scaled softmax (without vision tokens). A top-p or
+        # top-k cut would make the sampler's distribution another one, and every importance ratio
+        # and KL term wrong without a sign; refuse it rather than train on the mismatch.
+        for name, value, off in (("top_p", self.rollout.top_p, 1.0), ("top_k", self.rollout.top_k, -1)):
+            _require(value == off, f"{key}rollout.{name}",
+                     f"{off} for GRPO (the trainer scores the full softmax at rollout.temperature, "
+                     "so a truncated sampler would train on a distribution it never sampled from; "
+                     "lower rollout.temperature instead)", value)
         seqs = self.data.prompts_per_step * self.rollout.n
         geometry = self.trainer.micro_batch_size * self.trainer.grad_accum_steps
         _require(seqs == geometry, f"{key}trainer.grad_accum_steps",

@@ -56,6 +56,14 @@ def test_bad_values_fail_naming_the_key(override, key, expected):
     assert expected in msg, msg
 
 
+@pytest.mark.parametrize("override", ["rollout.top_p=0.9", "rollout.top_k=40"])
+def test_grpo_refuses_a_truncated_sampler(override):
+    from dprl.config import GRPOConfig
+
+    with pytest.raises(ConfigError, match=r"^rollout\.top_[pk]: .*full softmax"):
+        load_config(GRPOConfig, None, [override])
+
+
 def test_unknown_key_lists_valid_keys():
     with pytest.raises(ConfigError, match="valid keys are: .*max_tokens"):
         load_config(RolloutConfig, None, ["max_token=3"])

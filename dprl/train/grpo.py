@@ -27,6 +27,7 @@ from dprl.train.dynamic_sampling import (SampledRound, assemble, count_informati
                                          reward_metrics)
 from dprl.train.grpo_data import grounding_request, refill_indices, step_indices
 from dprl.train.metrics import MetricsLogger, PhaseTimer, peak_memory_bytes, plot_curves
+from dprl.models.group_attention import use_group_attention
 from dprl.train.grpo_micro_batches import agreed_count, equalize, pack_micro_batches, plan_units
 from dprl.train.policy import grpo_policy_loss, token_logprobs, unwrap
 from dprl.train.shared_prompt import build_rows, encode_prompts, image_features
@@ -113,10 +114,13 @@ class GRPOTrainer:
         self.banned = torch.tensor(self.processor.tokenizer.convert_tokens_to_ids(list(VISION_TOKENS)))
 
         policy = load_model(self.model_path, dtype=cfg.trainer.dtype)
-        self.engine, self.optimizer, self.scheduler = build_engine(policy, cfg.trainer)
         self.ref = None
         if cfg.grpo.beta > 0:
             self.ref = load_model(self.model_path, dtype=cfg.trainer.dtype).requires_grad_(False)
+        # Shared groups are packed into one row and attended group by group (no N x N mask)
+        # where the model runs SDPA; other attention implementations get padded rows and a mask.
+        self.packed = cfg.grpo.share_prompts and all(use_group_attention(m) for m in (policy, self.ref) if m)
+        self.engine, self.optimizer, self.scheduler = build_engine(policy, cfg.trainer)
         # Built after the training world exists, so a colocated vLLM joins it.
         self.rollout = build_rollout(self.model_path, cfg.rollout, dtype=cfg.model.dtype)
         self.reward = from_config(cfg.reward)
@@ -195,11 +199,11 @@ class GRPOTrainer:
         prompt_len = [p.length for p in prompts]
         units = plan_units([c.prompt_index for c in comps], cfg.grpo.share_prompts)
         plan = pack_micro_batches(units, prompt_len, seq_len, max_seqs=cfg.trainer.micro_batch_size,
-                                  max_tokens=cfg.grpo.micro_batch_tokens)
+                                  max_tokens=cfg.grpo.micro_batch_tokens, packed=self.packed)
         plan = equalize(plan, agreed_count(len(plan)))
         attn = getattr(hf.config, "_attn_implementation", "sdpa") or "sdpa"
-        micro_batches = [build_rows(prompts, completions, units_, self.pad_id, offsets, features, attn)
-                         for units_ in plan]
+        micro_batches = [build_rows(prompts, completions, units_, self.pad_id, offsets, features, attn,
+                                    packed=self.packed) for units_ in plan]
         padded = sum(mb.model_inputs["input_ids"].numel() for mb in micro_batches)
         real = sum(prompt_len[u.prompt] + sum(seq_len[s] for s in u.seqs) for b in plan for u in b)
         return StepBatch(micro_batches, lengths, offsets, 1 - real / padded)

@@ -47,23 +47,25 @@ def _split_to_fit(unit: Unit, prompt_len: list[int], seq_len: list[int], max_tok
 
 
 def pack_micro_batches(units: list[Unit], prompt_len: list[int], seq_len: list[int], *,
-                       max_seqs: int, max_tokens: int = 0) -> list[list[Unit]]:
+                       max_seqs: int, max_tokens: int = 0, packed: bool = False) -> list[list[Unit]]:
     """Micro-batches of whole rows with at most `max_seqs` sequences and (when max_tokens > 0)
-    at most `max_tokens` padded tokens; a row that alone exceeds a budget is split first."""
+    at most `max_tokens` tokens: padded (rows x longest row), or, for rows packed back to back
+    (`packed`), their sum. A row that alone exceeds a budget is split first."""
     if max_seqs < 1 or max_tokens < 0:
         raise ValueError(f"need max_seqs >= 1 and max_tokens >= 0, got {max_seqs}, {max_tokens}")
     rows = [r for u in units for r in _split_to_fit(u, prompt_len, seq_len, max_tokens, max_seqs)]
     rows.sort(key=lambda u: -_row_tokens(u, prompt_len, seq_len))  # stable: ties keep their order
     batches: list[list[Unit]] = []
-    width = seqs = 0
+    width = seqs = total = 0
     for u in rows:
-        n = len(u.seqs)
-        if batches and seqs + n <= max_seqs and (not max_tokens or (len(batches[-1]) + 1) * width <= max_tokens):
+        n, tokens = len(u.seqs), _row_tokens(u, prompt_len, seq_len)
+        cost = total + tokens if packed else (len(batches[-1]) + 1) * width if batches else 0
+        if batches and seqs + n <= max_seqs and (not max_tokens or cost <= max_tokens):
             batches[-1].append(u)
-            seqs += n
+            seqs, total = seqs + n, total + tokens
         else:
             batches.append([u])
-            width, seqs = _row_tokens(u, prompt_len, seq_len), n  # longest first: the batch's width
+            width, seqs, total = tokens, n, tokens  # longest first: the batch's width
     return batches
 
 

@@ -43,7 +43,12 @@ def install_fused_head(model) -> None:
 def completion_hidden(model, batch: PolicyBatch) -> torch.Tensor:
     """Hidden states that predict the completion tokens -> (N, H)."""
     hf = unwrap(model)
-    out = hf.model(**batch.model_inputs, use_cache=False)
+    inputs = batch.model_inputs
+    if "group_layout" in inputs:  # packed groups: the attention takes the layout, not a mask
+        text = getattr(hf.config, "text_config", hf.config)
+        inputs = {**inputs, "attention_mask": {t: None for t in set(getattr(text, "layer_types", None)
+                                                                     or ["full_attention"])}}
+    out = hf.model(**inputs, use_cache=False)
     h = out.last_hidden_state  # (S, L, H)
     return h.reshape(-1, h.shape[-1]).index_select(0, batch.positions)  # (N, H)
 

@@ -116,50 +116,68 @@ def group_attention_mask(segments: torch.Tensor) -> torch.Tensor:
 
 def build_rows(prompts: list[EncodedPrompt], completions: list[list[int]], units: list[Unit],
                pad_token_id: int, token_offsets: torch.Tensor, features=None,
-               attn_implementation: str = "sdpa") -> PolicyBatch:
-    """The rows of `units` as one padded batch.
+               attn_implementation: str = "sdpa", packed: bool = False) -> PolicyBatch:
+    """The rows of `units` as one batch.
 
     completions: token ids of every sequence of the step; token_offsets: (S + 1,) where each
     sequence's tokens start in the step's flat token order. features: image_features() output,
     or None to pass pixels (the vision tower then runs inside the forward, once per row).
+    packed: all rows back to back in one row of their total length, no padding, attended by
+    dprl.models.group_attention (the model must run that implementation); otherwise rows are
+    right-padded and carry a dense (R, 1, L, L) mask for `attn_implementation` (sdpa / eager).
     The batch's flat token order is row by row, completion by completion; `seq_ids` and
     `token_index` say which step sequence and step token each one is.
     """
     if not units:
         raise ValueError("build_rows needs at least one unit")
     lengths = [prompts[u.prompt].length + sum(len(completions[s]) for s in u.seqs) for u in units]
-    R, L = len(units), max(lengths)
+    R, L = (1, sum(lengths)) if packed else (len(units), max(lengths))
     input_ids = torch.full((R, L), pad_token_id, dtype=torch.long)  # (R, L)
     segments = torch.full((R, L), -1, dtype=torch.long)  # (R, L)
     position_ids = torch.zeros((3, R, L), dtype=torch.long)  # (3, R, L)
     hidden_at, targets, seq_index, seq_ids, token_index = [], [], [], [], []
-    local = 0
+    prompt_spans, comp_spans, comp_unit = [], [], []  # packed layout: (start, length) per piece
+    local = cursor = 0
     for r, u in enumerate(units):
+        row, base = (0, cursor) if packed else (r, 0)  # where this unit starts in its row
         p = prompts[u.prompt]
         P = p.length
-        input_ids[r, :P] = p.input_ids
-        segments[r, :P] = 0
-        position_ids[:, r, :P] = p.positions
-        start = P
+        input_ids[row, base:base + P] = p.input_ids
+        segments[row, base:base + P] = 0
+        position_ids[:, row, base:base + P] = p.positions
+        prompt_spans.append((base, P))
+        start = base + P
         for j, s in enumerate(u.seqs, start=1):
             comp = torch.tensor(completions[s], dtype=torch.long)  # (T,)
             T = len(comp)
-            input_ids[r, start:start + T] = comp
-            segments[r, start:start + T] = j
-            position_ids[:, r, start:start + T] = p.next_position + torch.arange(T)
+            input_ids[row, start:start + T] = comp
+            segments[row, start:start + T] = j
+            position_ids[:, row, start:start + T] = p.next_position + torch.arange(T)
             # Token 0 is predicted by the prompt's last state, token t > 0 by token t - 1's.
-            at = torch.cat([torch.tensor([P - 1]), start + torch.arange(T - 1)])  # (T,)
-            hidden_at.append(r * L + at)
+            at = torch.cat([torch.tensor([base + P - 1]), start + torch.arange(T - 1)])  # (T,)
+            hidden_at.append(row * L + at)
             targets.append(comp)
             seq_index.append(torch.full((T,), local, dtype=torch.long))
             token_index.append(int(token_offsets[s]) + torch.arange(T))
             seq_ids.append(s)
+            comp_spans.append((start, T))
+            comp_unit.append(r)
             local += 1
             start += T
-    mask = group_attention_mask(segments)  # (R, 1, L, L)
-    if attn_implementation == "eager":  # eager attention adds the mask to the scores
-        mask = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
-    model_inputs = {"input_ids": input_ids, "attention_mask": mask, "position_ids": position_ids}
+        cursor = start
+    model_inputs = {"input_ids": input_ids, "position_ids": position_ids}
+    if packed:
+        from dprl.models.group_attention import GroupLayout
+
+        pi, pv = _span_index(prompt_spans)
+        ci, cv = _span_index(comp_spans)
+        model_inputs["group_layout"] = GroupLayout(pi, pv, ci, cv, torch.tensor(comp_unit), L)
+        model_inputs["attention_mask"] = None  # set per layer type by the caller's model
+    else:
+        mask = group_attention_mask(segments)  # (R, 1, L, L)
+        if attn_implementation == "eager":  # eager attention adds the mask to the scores
+            mask = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
+        model_inputs["attention_mask"] = mask
     used = [prompts[u.prompt] for u in units]
     if any(p.image_grid_thw is not None for p in used):
         model_inputs["image_grid_thw"] = torch.cat([p.image_grid_thw for p in used if p.image_grid_thw is not None])
@@ -172,3 +190,12 @@ def build_rows(prompts: list[EncodedPrompt], completions: list[list[int]], units
             model_inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=per_image)}
     return PolicyBatch(model_inputs, torch.cat(hidden_at), torch.cat(targets), torch.cat(seq_index), local,
                        seq_ids=torch.tensor(seq_ids, dtype=torch.long), token_index=torch.cat(token_index))
+
+
+def _span_index(spans: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(start, length) pieces -> (n, max length) positions (0 where padding) and validity."""
+    width = max(n for _, n in spans)
+    offs = torch.arange(width)  # (W,)
+    starts = torch.tensor([a for a, _ in spans])[:, None]  # (n, 1)
+    valid = offs[None, :] < torch.tensor([n for _, n in spans])[:, None]  # (n, W)
+    return torch.where(valid, starts + offs, 0), valid

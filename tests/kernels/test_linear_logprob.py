@@ -137,3 +137,40 @@ def test_vocab_tiles_bad_arguments():
         linear_logprob(hidden, weight, targets, vocab_block=0)
     with pytest.raises(ValueError, match="token ids"):
         linear_logprob(hidden, weight, torch.tensor([0, 1, 2, 50]), vocab_block=10)
+
+
+def _eager_without(hidden, weight, targets, temperature, grad, exclude, dtype):
+    """Eager torch in `dtype`: log-probs of the softmax with the `exclude` logits at -inf."""
+    h = hidden.detach().cpu().to(dtype).requires_grad_()
+    w = weight.detach().cpu().to(dtype).requires_grad_()
+    logits = (h @ w.T / temperature).index_fill(1, exclude.cpu(), float("-inf"))  # (N, V)
+    logp = torch.log_softmax(logits, -1).gather(1, targets.cpu()[:, None]).squeeze(1)  # (N,)
+    logp.backward(grad.cpu().to(dtype))
+    return logp.detach(), h.grad, w.grad
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+@pytest.mark.parametrize("heavy", [False, True], ids=["random", "excluded_heavy"])
+def test_exclude_ids_renormalise_without_those_tokens(backend, heavy, device, small_chunks):
+    """The sampler never draws vision tokens; the fused op scores the same renormalised softmax,
+    also when the excluded tokens hold up to 76% of a token's probability (the correction is then
+    large; the rule's limit is stated in linear_logprob's docstring)."""
+    n, h, v = 13, 24, 1000
+    hidden, weight, targets, grad = _inputs(n, h, v, device, seed=3)
+    exclude = torch.tensor([7, 500, 999], device=device)
+    targets = torch.where(torch.isin(targets, exclude), targets + 1, targets)
+    if heavy:  # excluded rows aligned with the hidden states: 0.1% to 76% of the probability
+        weight = weight.clone()
+        weight[exclude] = hidden.mean(0) * 2
+    hh, ww = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    logp = linear_logprob(hh, ww, targets, 1.3, exclude_ids=exclude, chunk_rows=4, backend=backend)
+    logp.backward(grad)
+    ref = _eager_without(hidden, weight, targets, 1.3, grad, exclude, torch.float64)
+    same = _eager_without(hidden, weight, targets, 1.3, grad, exclude, torch.float32)
+    for name, got, s, r in zip(("logp", "d hidden", "d weight"), (logp, hh.grad, ww.grad), same, ref):
+        assert_cce(name, got, s, r)
+    torch.testing.assert_close(linear_logprob_reference(hidden, weight, targets, 1.3, exclude_ids=exclude).cpu(),
+                               ref[0].float(), atol=1e-6, rtol=0)
+    # And it differs from the full softmax, so the test would see the exclusion missing.
+    full = linear_logprob(hidden, weight, targets, 1.3, backend=backend)
+    assert (full - logp.detach()).abs().max() > 1e-3

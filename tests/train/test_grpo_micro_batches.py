@@ -21,8 +21,9 @@ def test_groups_become_rows_or_single_completions():
     assert plan_units([0, 0, 1, 0], True) == [Unit(0, (0, 1)), Unit(1, (2,)), Unit(0, (3,))]
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
 @pytest.mark.parametrize("seed", range(20))
-def test_budgets_hold_and_every_sequence_is_trained_once(seed):
+def test_budgets_hold_and_every_sequence_is_trained_once(seed, packed):
     rng = random.Random(seed)
     G, groups = rng.choice([2, 4, 8]), rng.randint(1, 6)
     prompt_len = [rng.randint(10, 40) for _ in range(groups)]
@@ -30,14 +31,15 @@ def test_budgets_hold_and_every_sequence_is_trained_once(seed):
     units = plan_units([s // G for s in range(G * groups)], True)
     max_seqs = rng.randint(1, G * groups)
     max_tokens = rng.choice([0, 80, 200, 1000])
-    batches = pack_micro_batches(units, prompt_len, seq_len, max_seqs=max_seqs, max_tokens=max_tokens)
+    batches = pack_micro_batches(units, prompt_len, seq_len, max_seqs=max_seqs, max_tokens=max_tokens,
+                                 packed=packed)
     assert _seqs(batches) == list(range(G * groups))
     for b in batches:
         rows = [prompt_len[u.prompt] + sum(seq_len[s] for s in u.seqs) for u in b]
         assert sum(len(u.seqs) for u in b) <= max_seqs
         single = len(b) == 1 and len(b[0].seqs) == 1  # one completion may exceed the budget alone
         if max_tokens and not single:
-            assert len(b) * max(rows) <= max_tokens
+            assert (sum(rows) if packed else len(b) * max(rows)) <= max_tokens
         for u in b:  # rows never mix prompts, and keep their completions in order
             assert all(s // G == u.prompt for s in u.seqs) and list(u.seqs) == sorted(u.seqs)
     for count in {len(batches), min(len(batches) + 1, G * groups), G * groups}:

@@ -8,6 +8,7 @@ import torch
 
 from dprl.kernels import GRPOLossParams
 from dprl.models.loading import load_model, load_processor
+from dprl.models.group_attention import use_group_attention
 from dprl.models.scoring import completion_logprobs
 from dprl.smoke import demo_image, demo_messages
 from dprl.train.grpo_micro_batches import plan_units
@@ -28,6 +29,8 @@ def _two_images(index: int) -> list[dict]:
 def setup(request, tiny_model_factory):
     path = tiny_model_factory(request.param)
     model, proc = load_model(path), load_processor(path)
+    # Packed groups need the group attention; without a layout it is plain SDPA.
+    assert use_group_attention(model)
     messages = [demo_messages(0), _two_images(1), demo_messages(2)]
     texts = [proc.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages]
     # Different sizes and counts: different numbers of image tokens, so prompt lengths differ.
@@ -43,9 +46,9 @@ def setup(request, tiny_model_factory):
                 prompt_of=prompt_of, offsets=offsets, pad=proc.tokenizer.pad_token_id)
 
 
-def _rows(s, share, features=None):
+def _rows(s, share, features=None, packed=False):
     units = plan_units(s["prompt_of"], share)
-    return build_rows(s["prompts"], s["comps"], units, s["pad"], s["offsets"], features)
+    return build_rows(s["prompts"], s["comps"], units, s["pad"], s["offsets"], features, packed=packed)
 
 
 def test_prompt_lengths_differ_and_rows_are_padded(setup):
@@ -92,11 +95,12 @@ def test_mrope_positions_continue_from_the_prompt(setup):
     assert torch.equal(got, want[:, 0])
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["rows", "packed"])
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_shared_rows_give_the_unshared_log_probs(setup, temperature):
+def test_shared_rows_give_the_unshared_log_probs(setup, temperature, packed):
     model = setup["model"]
     with torch.no_grad():
-        shared = token_logprobs(model, _rows(setup, True), temperature)  # (N,)
+        shared = token_logprobs(model, _rows(setup, True, packed=packed), temperature)  # (N,)
         unshared = token_logprobs(model, _rows(setup, False), temperature)  # (N,)
         alone = torch.cat([completion_logprobs(model, setup["proc"], setup["texts"][p], setup["images"][p], ids,
                                                temperature)
@@ -112,11 +116,15 @@ def test_image_features_computed_once_stand_in_for_the_tower(setup):
     with torch.no_grad():
         a = token_logprobs(model, _rows(setup, True, feats))
         b = token_logprobs(model, _rows(setup, True))
+        c = token_logprobs(model, _rows(setup, True, feats, packed=True))
+        d = token_logprobs(model, _rows(setup, True, packed=True))  # the tower runs inside
     torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    torch.testing.assert_close(c, d, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["rows", "packed"])
 @pytest.mark.parametrize("aggregation", ["seq_mean", "token_mean"])
-def test_shared_rows_give_the_unshared_loss_and_every_gradient(setup, aggregation):
+def test_shared_rows_give_the_unshared_loss_and_every_gradient(setup, aggregation, packed):
     model = setup["model"]
     params = GRPOLossParams(beta=0.04, eps_low=0.2, eps_high=0.28, aggregation=aggregation)
     g = torch.Generator().manual_seed(1)
@@ -128,7 +136,7 @@ def test_shared_rows_give_the_unshared_loss_and_every_gradient(setup, aggregatio
     results = []
     for share in (True, False):
         model.zero_grad()
-        batch = _rows(setup, share)
+        batch = _rows(setup, share, packed=packed and share)
         loss, metrics, logp = grpo_policy_loss(model, batch, adv, old_logp=old, ref_logp=ref,
                                                params=params, banned=banned)
         loss.backward()
@@ -159,8 +167,9 @@ def test_split_groups_and_micro_batches_add_up_to_the_whole_batch(setup):
     want = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
     total = 0.0
-    for units in ([Unit(0, (0, 1)), Unit(1, (3,))], [Unit(0, (2,)), Unit(2, (5, 6, 7))], [Unit(1, (4,))]):
-        mb = build_rows(setup["prompts"], setup["comps"], units, setup["pad"], setup["offsets"])
+    for k, units in enumerate(([Unit(0, (0, 1)), Unit(1, (3,))], [Unit(0, (2,)), Unit(2, (5, 6, 7))],
+                               [Unit(1, (4,))])):
+        mb = build_rows(setup["prompts"], setup["comps"], units, setup["pad"], setup["offsets"], packed=k == 1)
         loss, *_ = grpo_policy_loss(model, mb, adv[mb.seq_ids], ref_logp=ref[mb.token_index], params=params,
                                     num_seqs=8, num_tokens=n)
         loss.backward()
