@@ -103,3 +103,20 @@ def build_engine(model: torch.nn.Module, cfg: TrainerConfig, optimizer: torch.op
     engine, optimizer, _, scheduler = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg))
     return engine, optimizer, scheduler
+
+
+def build_frozen_engine(model: torch.nn.Module, cfg: TrainerConfig):
+    """A model that is only run forward (GRPO's reference): under ZeRO-3 a DeepSpeed engine
+    without an optimizer, so its parameters are partitioned over the ranks like the policy's
+    and gathered layer by layer in the forward, instead of a full copy on every rank; under
+    other stages the model itself (its memory is one copy per rank, as the policy's is)."""
+    import deepspeed
+
+    model.requires_grad_(False)
+    if cfg.zero_stage != 3:
+        return model
+    if not torch.distributed.is_initialized():
+        raise RuntimeError("build_frozen_engine: call dprl.train.engine.init_distributed(cfg) first")
+    engine, *_ = deepspeed.initialize(model=model, config=deepspeed_config(cfg))
+    engine.eval()
+    return engine

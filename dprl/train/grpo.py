@@ -86,7 +86,7 @@ class GRPOTrainer:
         from dprl.models.loading import load_model, load_processor
         from dprl.rewards import from_config, reward_fn
         from dprl.rollout import build_engine as build_rollout
-        from dprl.train.engine import build_engine, init_distributed
+        from dprl.train.engine import build_engine, build_frozen_engine, init_distributed
 
         self.cfg = cfg
         # The cosine runs over the optimizer steps this run will take.
@@ -116,11 +116,13 @@ class GRPOTrainer:
         policy = load_model(self.model_path, dtype=cfg.trainer.dtype)
         self.ref = None
         if cfg.grpo.beta > 0:
-            self.ref = load_model(self.model_path, dtype=cfg.trainer.dtype).requires_grad_(False)
+            self.ref = load_model(self.model_path, dtype=cfg.trainer.dtype)
         # Shared groups are packed into one row and attended group by group (no N x N mask)
         # where the model runs SDPA; other attention implementations get padded rows and a mask.
-        self.packed = cfg.grpo.share_prompts and all(use_group_attention(m) for m in (policy, self.ref) if m)
+        self.packed = cfg.grpo.share_prompts and all(use_group_attention(m) for m in (policy, self.ref) if m is not None)
         self.engine, self.optimizer, self.scheduler = build_engine(policy, cfg.trainer)
+        if self.ref is not None:  # partitioned like the policy under ZeRO-3
+            self.ref = build_frozen_engine(self.ref, cfg.trainer)
         # Built after the training world exists, so a colocated vLLM joins it.
         self.rollout = build_rollout(self.model_path, cfg.rollout, dtype=cfg.model.dtype)
         self.reward = from_config(cfg.reward)
@@ -224,6 +226,9 @@ class GRPOTrainer:
         with timer("reward"):
             adv = group_advantages(rewards, G, cfg.grpo.advantage, cfg.grpo.advantage_eps)
 
+        # Generation is done until the sync: free the engine's KV cache for the training passes
+        # (GPU; a no-op on CPU). sync_weights wakes it before loading the new weights.
+        self.rollout.sleep(1)
         with timer("prepare"):
             steps = self._prepare(requests, comps)
         micro_batches, lengths, offsets = steps.micro_batches, steps.lengths, steps.offsets

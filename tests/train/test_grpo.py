@@ -192,3 +192,65 @@ def test_learns_a_dense_reward(world, tmp_path):
     first = sum(r["reward/mean"] for r in rows[:3]) / 3
     last = sum(r["reward/mean"] for r in rows[-3:]) / 3
     assert last > first + 0.05, (first, last)
+
+
+class _Recorder:
+    """Wraps a rollout engine and logs the contract calls the trainer makes, in order."""
+
+    def __init__(self, inner, log):
+        self.inner, self.log, self.asleep = inner, log, False
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def generate(self, *a, **k):
+        assert not self.asleep, "generate while asleep"
+        self.log.append("generate")
+        return self.inner.generate(*a, **k)
+
+    def sleep(self, level=1):
+        self.log.append("sleep")
+        self.asleep = True
+        self.inner.sleep(level)
+
+    def wake_up(self):
+        self.log.append("wake_up")
+        self.asleep = False
+        self.inner.wake_up()
+
+    def update_weights(self, *a, **k):
+        assert not self.asleep, "weights loaded into a sleeping engine"
+        self.log.append("update_weights")
+        return self.inner.update_weights(*a, **k)
+
+
+def test_the_engine_sleeps_while_the_policy_trains(world, tmp_path):
+    from dprl.train.grpo import GRPOTrainer
+
+    t = GRPOTrainer(_cfg(world, tmp_path / "sleep", "steps=2", "save_every=0"))
+    log: list[str] = []
+    t.rollout = _Recorder(t.rollout, log)
+    backward = t.engine.backward
+
+    def recorded_backward(*a, **k):
+        log.append("backward(asleep)" if t.rollout.asleep else "backward(awake)")
+        return backward(*a, **k)
+
+    t.engine.backward = recorded_backward
+    t.train()
+    compact = [e for i, e in enumerate(log) if i == 0 or e != log[i - 1]]  # runs of a call -> one
+    assert compact == ["generate", "sleep", "backward(asleep)", "wake_up", "update_weights"] * 2, log
+
+
+def test_zero3_reference_is_partitioned_and_scores_like_the_policy(world, tmp_path):
+    from dprl.train.grpo import GRPOTrainer
+
+    t = GRPOTrainer(_cfg(world, tmp_path / "z3", "steps=1", "save_every=0", "trainer.zero_stage=3",
+                         "trainer.param_persistence_threshold=0"))
+    ref_params = list(t.ref.module.parameters())
+    # Partitioned: DeepSpeed owns every tensor and holds only this rank's shard outside a forward.
+    assert ref_params and all(hasattr(p, "ds_id") and p.numel() == 0 for p in ref_params)
+    t.train()
+    row = read_metrics(str(tmp_path / "z3" / "metrics.jsonl"))[0]
+    assert row["train/kl"] == pytest.approx(0.0, abs=1e-7)  # gathered reference == policy at step 0
+    assert row["staleness/abs_logp_diff_max"] < 1e-4
