@@ -281,8 +281,18 @@ class LogConfig:
     wandb_project: str = "dprl"
     wandb_name: str = ""  # the run's display name; default: the output directory's name
     wandb_tags: list[str] = field(default_factory=list)
+    # The device's peak in TFLOP/s for the run's dtype (e.g. 989 for an H100's dense bf16); when
+    # set, MFU (model FLOPs per second over this peak) is logged next to tokens/s (GRPO).
+    peak_tflops: float = 0.0
+    # Steps (counted from 1) whose torch.profiler trace goes to <output_dir>/profile/ as Chrome /
+    # Perfetto JSON, with each phase of the step marked (GRPO).
+    profile_steps: list[int] = field(default_factory=list)
 
     def check(self, key: str) -> None:
+        _require(self.peak_tflops >= 0, f"{key}peak_tflops", "0 (no MFU) or the device's peak TFLOP/s",
+                 self.peak_tflops)
+        _require(all(isinstance(s, int) and s >= 1 for s in self.profile_steps), f"{key}profile_steps",
+                 "a list of step numbers counted from 1", self.profile_steps)
         if self.wandb:
             import importlib.util
 

@@ -28,6 +28,7 @@ from dprl.train.dynamic_sampling import (SampledRound, assemble, count_informati
 from dprl.train.grpo_data import grounding_request, refill_indices, step_indices
 from dprl.train.metrics import MetricsLogger, PhaseTimer, peak_memory_bytes, plot_curves
 from dprl.models.group_attention import use_group_attention
+from dprl.train.flops import TextModelShape, attention_pairs, forward_flops
 from dprl.train.grpo_micro_batches import agreed_count, equalize, pack_micro_batches, plan_units
 from dprl.train.policy import grpo_policy_loss, token_logprobs, unwrap
 from dprl.train.shared_prompt import build_rows, encode_prompts, image_features
@@ -42,6 +43,8 @@ class StepBatch:
     lengths: torch.Tensor  # (S,) completion lengths
     offsets: torch.Tensor  # (S + 1,) where each completion's tokens start in the flat order
     padding_fraction: float  # share of the micro-batches' positions that are padding
+    model_tokens: int  # positions one forward needs: each prompt once, then its completions
+    attention_pairs: int  # (query, key) pairs one forward needs (dprl.train.flops)
 
 
 def _loss_params(cfg: GRPOConfig) -> GRPOLossParams:
@@ -120,6 +123,7 @@ class GRPOTrainer:
         # Shared groups are packed into one row and attended group by group (no N x N mask)
         # where the model runs SDPA; other attention implementations get padded rows and a mask.
         self.packed = cfg.grpo.share_prompts and all(use_group_attention(m) for m in (policy, self.ref) if m is not None)
+        self.shape = TextModelShape.from_config(policy.config)
         self.engine, self.optimizer, self.scheduler = build_engine(policy, cfg.trainer)
         if self.ref is not None:  # partitioned like the policy under ZeRO-3
             self.ref = build_frozen_engine(self.ref, cfg.trainer)
@@ -208,13 +212,35 @@ class GRPOTrainer:
                                     packed=self.packed) for units_ in plan]
         padded = sum(mb.model_inputs["input_ids"].numel() for mb in micro_batches)
         real = sum(prompt_len[u.prompt] + sum(seq_len[s] for s in u.seqs) for b in plan for u in b)
-        return StepBatch(micro_batches, lengths, offsets, 1 - real / padded)
+        groups: dict[int, list[int]] = {}
+        for c, n in zip(comps, seq_len):
+            groups.setdefault(c.prompt_index, []).append(n)
+        model_tokens = sum(prompt_len[p] + sum(ts) for p, ts in groups.items())
+        pairs = sum(attention_pairs(prompt_len[p], ts) for p, ts in groups.items())
+        return StepBatch(micro_batches, lengths, offsets, 1 - real / padded, model_tokens, pairs)
 
     def _logprobs(self, model, micro_batches, num_tokens: int) -> torch.Tensor:
         """The log-probs of every sampled token under `model`, micro-batch by micro-batch -> (N,)."""
         out = torch.empty(num_tokens)  # (N,)
         for mb in micro_batches:
             out[mb.token_index] = token_logprobs(model, mb, self.cfg.rollout.temperature, self.banned)
+        return out
+
+    def _flops_metrics(self, steps: StepBatch, comp_tokens: int, seconds: dict, step_s: float) -> dict:
+        """Model TFLOPs of the step (dprl.train.flops) and their rate; MFU when log.peak_tflops
+        is set. A forward for the rollout, the reference and the old pass, three per update."""
+        cfg = self.cfg
+        fwd = forward_flops(self.shape, steps.model_tokens, steps.attention_pairs, comp_tokens)
+        passes = {"rollout": 1, "ref": 1 if self.ref is not None else 0, "old": 1 if "old" in seconds else 0,
+                  "update": 3 * cfg.grpo.updates_per_rollout}
+        total = fwd * sum(passes.values())
+        train = fwd * (passes["ref"] + passes["old"] + passes["update"])
+        train_s = sum(seconds.get(k, 0.0) for k in ("prepare", "ref", "old", "update"))
+        out = {"perf/model_tflop": total / 1e12, "perf/tflops_per_s": total / 1e12 / max(step_s, 1e-9),
+               "perf/train_tflops_per_s": train / 1e12 / max(train_s, 1e-9)}
+        if cfg.log.peak_tflops > 0:
+            out["perf/mfu"] = out["perf/tflops_per_s"] / cfg.log.peak_tflops
+            out["perf/train_mfu"] = out["perf/train_tflops_per_s"] / cfg.log.peak_tflops
         return out
 
     def step(self, step: int) -> dict:
@@ -306,6 +332,7 @@ class GRPOTrainer:
         }
         step_s = sum(timer.seconds.values())
         row["time/step_s"] = step_s
+        row.update(self._flops_metrics(steps, comp_tokens, timer.seconds, step_s))
         row["throughput/completion_tokens_per_s"] = comp_tokens / max(step_s, 1e-9)
         row["throughput/rollout_tokens_per_s"] = comp_tokens / max(timer.seconds["rollout"], 1e-9)
         return row
@@ -319,7 +346,10 @@ class GRPOTrainer:
         last = cfg.steps if stop_after is None else min(cfg.steps, self.start_step + stop_after)
         row = {}
         for step in range(self.start_step, last):
-            row = self.step(step)
+            if step + 1 in cfg.log.profile_steps:
+                row = self._profiled_step(step)
+            else:
+                row = self.step(step)
             self.logger.log(step + 1, row)
             self.logger.advance()
             done = step + 1
@@ -328,6 +358,19 @@ class GRPOTrainer:
         if last == cfg.steps:
             self.finish()
         self.logger.close()
+        return row
+
+    def _profiled_step(self, step: int) -> dict:
+        """One step under torch.profiler; its trace (phases marked) goes to
+        <output_dir>/profile/step<N>_rank<R>.json, for chrome://tracing or ui.perfetto.dev."""
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+        with profile(activities=activities) as prof:
+            row = self.step(step)
+        out = os.path.join(self.cfg.output_dir, "profile")
+        os.makedirs(out, exist_ok=True)
+        prof.export_chrome_trace(os.path.join(out, f"step{step + 1}_rank{self.rank}.json"))
         return row
 
     def finish(self) -> None:

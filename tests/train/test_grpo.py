@@ -64,7 +64,7 @@ def _params(trainer):
 def test_steps_update_the_policy_and_keep_the_engine_in_sync(world, tmp_path):
     from dprl.train.grpo import GRPOTrainer
 
-    trainer = GRPOTrainer(_cfg(world, tmp_path / "run"))
+    trainer = GRPOTrainer(_cfg(world, tmp_path / "run", "log.peak_tflops=0.5", "log.profile_steps=[2]"))
     before = _params(trainer)
     trainer.train()
     rows = read_metrics(str(tmp_path / "run" / "metrics.jsonl"))
@@ -81,6 +81,7 @@ def test_steps_update_the_policy_and_keep_the_engine_in_sync(world, tmp_path):
         # still checks every sampled token.
         assert "time/old_s" not in r
         assert r["staleness/tokens"] == pytest.approx(r["completion/length_mean"] * 8)
+        assert r["perf/tflops_per_s"] > 0 and r["perf/mfu"] == pytest.approx(r["perf/tflops_per_s"] / 0.5)
     assert rows[0]["train/kl"] == pytest.approx(0.0, abs=1e-7)  # policy == reference at the start
     assert rows[-1]["train/kl"] > 0  # and moved away from it
     after = _params(trainer)
@@ -88,6 +89,11 @@ def test_steps_update_the_policy_and_keep_the_engine_in_sync(world, tmp_path):
     assert changed and all(".visual." not in f".{n}" for n in changed)  # vision tower frozen
     assert os.path.isfile(tmp_path / "run" / "final" / "model.safetensors")
     assert os.path.isfile(tmp_path / "run" / "curves.png")
+    # The profiled step's trace names every phase of the step.
+    assert sorted(os.listdir(tmp_path / "run" / "profile")) == ["step2_rank0.json"]
+    with open(tmp_path / "run" / "profile" / "step2_rank0.json") as fh:
+        names = {e.get("name") for e in json.load(fh)["traceEvents"]}
+    assert {"rollout", "reward", "prepare", "ref", "update", "sync"} <= names
 
 
 @pytest.mark.parametrize("extra", [(), DYNAMIC], ids=["plain", "dynamic_sampling"])
