@@ -1,7 +1,7 @@
 """The GRPO step, phase by phase: this tree against another revision of dprl on the same work.
 
-    python benchmarks/bench_grpo_step.py [--size 30m|tiny] [--model DIR] [--baseline REV]
-                                         [--steps 4] [--rounds 2]
+    python benchmarks/bench_grpo_step.py [--size 30m|tiny] [--model DIR] [--baseline REV|none]
+                                         [--trl] [--steps 4] [--rounds 2]
 
 Both contenders run `dprl grpo` on the same model directory, the same prompts and images in the
 same order, the same sampling seed, G = 8 completions of at most 112 tokens for each of 8 prompts
@@ -10,6 +10,8 @@ its own process, in turns (A B A B). The first step of each process is a warm-up
 out. From the run's own per-phase timers (metrics.jsonl) it reports median seconds per phase,
 "ref + update" (with this tree's batch preparation counted in: processor, image features and
 row building), completion tokens per step, and the baseline/this ratio per pair of runs.
+With --trl, TRL's GRPOTrainer (benchmarks/trl_grpo.py) runs the same work as a third contender
+and its whole-step time is compared; its phases are not split.
 
 The baseline revision (default: the commit before the shared-prompt rows) is checked out as a
 git worktree beside the build; the compiled reward extension is copied from this tree when the
@@ -90,54 +92,85 @@ def run_contender(tree: str, out: str, model: str, data: str, steps: int, extra:
     return rows[1:]
 
 
+def run_trl(out: str, model: str, data: str, steps: int) -> list[dict]:
+    """TRL's GRPOTrainer (benchmarks/trl_grpo.py) in its own process -> rows after the warm-up."""
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "trl.json")
+    _run([sys.executable, os.path.join(HERE, "trl_grpo.py"), model, data, path, f"--steps={steps}"])
+    with open(path) as fh:
+        res = json.load(fh)
+    lengths = res["length_mean"] or [float("nan")] * len(res["step_s"])
+    return [{"time/step_s": t, "completion/length_mean": n, "memory/peak_gib": res["peak_rss_gib"]}
+            for t, n in list(zip(res["step_s"], lengths))[1:]]
+
+
 def summarize(name: str, rows: list[dict]) -> dict:
     med = {p: statistics.median(r.get(f"time/{p}_s", 0.0) for r in rows) for p in PHASES}
     work = [r.get("time/prepare_s", 0.0) + r.get("time/ref_s", 0.0) + r.get("time/update_s", 0.0) for r in rows]
+    lengths = [r["completion/length_mean"] for r in rows]
     return {"contender": name, "steps": len(rows), **{f"{p}_s": med[p] for p in PHASES},
             "ref_update_s": statistics.median(work),
             "step_s": statistics.median(r["time/step_s"] for r in rows),
-            "completion_tokens": statistics.median(r["completion/length_mean"] * 64 for r in rows),
-            "length_mean": statistics.median(r["completion/length_mean"] for r in rows),
+            "completion_tokens": statistics.median(n * 64 for n in lengths),
+            "length_mean": statistics.median(lengths),
             "peak_rss_gib": max(r["memory/peak_gib"] for r in rows)}
+
+
+def _ratios(per_round: dict, other: str, key: str) -> list[float]:
+    """other / dprl for `key`, one per round (each pair of processes ran back to back)."""
+    return [summarize(other, b)[key] / summarize("dprl", a)[key]
+            for a, b in zip(per_round["dprl"], per_round[other])]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", choices=sorted(SIZES), default="30m")
     ap.add_argument("--model", help="a checkpoint directory instead of a fresh model of --size")
-    ap.add_argument("--baseline", default=BASELINE, help="git revision to compare against")
+    ap.add_argument("--baseline", default=BASELINE, help="git revision to compare against ('none': skip)")
+    ap.add_argument("--trl", action="store_true", help="also run TRL's GRPOTrainer (pip install -e .[bench])")
     ap.add_argument("--steps", type=int, default=4, help="steps per process (the first is a warm-up)")
     ap.add_argument("--rounds", type=int, default=2, help="processes per contender, in turns")
     ap.add_argument("--work", help="scratch directory (default: a temporary one)")
     args = ap.parse_args()
     work = args.work or tempfile.mkdtemp(prefix="bench-grpo-")
     model, data = prepare_inputs(work, args.size, args.model)
-    trees = {"dprl": ROOT, f"dprl@{args.baseline}": baseline_tree(work, args.baseline)}
-    per_round: dict[str, list[list[dict]]] = {k: [] for k in trees}
+    base = f"dprl@{args.baseline}"
+    contenders = {"dprl": lambda out: run_contender(ROOT, out, model, data, args.steps, [])}
+    tree = None
+    if args.baseline != "none":
+        tree = baseline_tree(work, args.baseline)
+        contenders[base] = lambda out: run_contender(tree, out, model, data, args.steps, [])
+    if args.trl:
+        contenders["trl"] = lambda out: run_trl(out, model, data, args.steps)
+    per_round: dict[str, list[list[dict]]] = {k: [] for k in contenders}
     try:
         for r in range(args.rounds):
-            for name, tree in trees.items():
-                out = os.path.join(work, f"{name.replace('@', '-')}-{r}")
-                per_round[name].append(run_contender(tree, out, model, data, args.steps, []))
-                print(f"round {r} {name}: {summarize(name, per_round[name][-1])['ref_update_s']:.2f} s ref+update",
-                      flush=True)
+            for name, run in contenders.items():
+                per_round[name].append(run(os.path.join(work, f"{name.replace('@', '-')}-{r}")))
+                print(f"round {r} {name}: {summarize(name, per_round[name][-1])['step_s']:.2f} s/step", flush=True)
     finally:
-        subprocess.run(["git", "worktree", "remove", "--force", trees[f"dprl@{args.baseline}"]], cwd=ROOT)
+        if tree:
+            subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=ROOT)
     rows = [summarize(name, [x for rnd in rounds for x in rnd]) for name, rounds in per_round.items()]
-    base = f"dprl@{args.baseline}"
-    pairs = [summarize(base, b)["ref_update_s"] / summarize("dprl", a)["ref_update_s"]
-             for a, b in zip(per_round["dprl"], per_round[base])]
-    step_pairs = [summarize(base, b)["step_s"] / summarize("dprl", a)["step_s"]
-                  for a, b in zip(per_round["dprl"], per_round[base])]
     for row in rows:
         row.update(size=args.model or args.size, baseline=args.baseline)
         if row["contender"] == "dprl":
-            row.update(ref_update_ratio_min=min(pairs), ref_update_ratio_median=statistics.median(pairs),
-                       ref_update_ratio_max=max(pairs), step_ratio_median=statistics.median(step_pairs))
+            for other in per_round:
+                if other == "dprl":
+                    continue
+                tag = "base" if other == base else other
+                steps_ = _ratios(per_round, other, "step_s")
+                row.update({f"{tag}_step_ratio_min": min(steps_), f"{tag}_step_ratio_median": statistics.median(steps_),
+                            f"{tag}_step_ratio_max": max(steps_)})
+                if other == base:
+                    work_ = _ratios(per_round, other, "ref_update_s")
+                    row.update(base_ref_update_ratio_min=min(work_),
+                               base_ref_update_ratio_median=statistics.median(work_),
+                               base_ref_update_ratio_max=max(work_))
+                print(f"{other} / dprl per round, whole step: {', '.join(f'{p:.2f}x' for p in steps_)}"
+                      + (f"; ref + update: {', '.join(f'{p:.2f}x' for p in work_)}" if other == base else ""))
     print_table(rows, ["contender", "steps", "rollout_s", "prepare_s", "ref_s", "update_s", "ref_update_s",
                        "sync_s", "step_s", "length_mean", "peak_rss_gib"])
-    print(f"ref + update, baseline / this per round: {', '.join(f'{p:.2f}x' for p in pairs)}; "
-          f"whole step: {', '.join(f'{p:.2f}x' for p in step_pairs)}")
     append_rows("grpo_step", rows)
     print(json.dumps(rows[0]))
 

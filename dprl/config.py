@@ -132,6 +132,9 @@ class RolloutConfig:
     # Return each sampled token's log-prob. Greedy decoding (temperature 0, for evaluation) has
     # no sampling distribution, so it needs logprobs: false.
     logprobs: bool = True
+    # vLLM without CUDA graphs / torch.compile. false lets vLLM capture graphs (GPU) or compile
+    # (CPU: inductor, minutes of compiling per engine start on a small machine) for faster decoding.
+    enforce_eager: bool = True
 
     def check(self, key: str) -> None:
         _require(self.n >= 1, f"{key}n", "at least 1", self.n)

@@ -74,7 +74,7 @@ class VLLMEngine(RolloutEngine):
             max_model_len=cfg.max_model_len,
             logprobs_mode="processed_logprobs",
             limit_mm_per_prompt={"image": 4, "video": 0},
-            enforce_eager=True,
+            enforce_eager=cfg.enforce_eager,
             disable_log_stats=True,
             tensor_parallel_size=1,
             **extra,
