@@ -153,7 +153,7 @@ def main() -> None:
             subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=ROOT)
     rows = [summarize(name, [x for rnd in rounds for x in rnd]) for name, rounds in per_round.items()]
     for row in rows:
-        row.update(size=args.model or args.size, baseline=args.baseline)
+        row.update(size="checkpoint" if args.model else args.size, baseline=args.baseline)  # no local paths in rows
         if row["contender"] == "dprl":
             for other in per_round:
                 if other == "dprl":
