@@ -9,10 +9,24 @@ import sys
 
 from dprl.config import (ConfigError, EvalConfig, GRPOConfig, PipelineConfig, SFTConfig, SmokeConfig,
                          TinyModelConfig, WorldConfig, load_config)
+from dprl.errors import UserFacingError
+from dprl.run_dir import Terminated, lock_run_dir
+from dprl.train.writable import check_writable
+
+RESUME_HINT = "run the same command again to resume"
+
+
+def _load(cls: type, args: argparse.Namespace):
+    """The command's validated config, with its output_dir locked for this process (main
+    releases it): a second run in the same directory fails here, before any work."""
+    cfg = load_config(cls, args.config, args.overrides)
+    check_writable(cfg.output_dir)  # a read-only or full disk is named here, not in a traceback
+    args.run_dir_lock = lock_run_dir(cfg.output_dir)
+    return cfg
 
 
 def _cmd_smoke(args: argparse.Namespace) -> int:
-    cfg = load_config(SmokeConfig, args.config, args.overrides)
+    cfg = _load(SmokeConfig, args)
     from dprl.smoke import print_report, run_smoke
 
     result = run_smoke(cfg)
@@ -21,7 +35,7 @@ def _cmd_smoke(args: argparse.Namespace) -> int:
 
 
 def _cmd_sft(args: argparse.Namespace) -> int:
-    cfg = load_config(SFTConfig, args.config, args.overrides)
+    cfg = _load(SFTConfig, args)
     from dprl.train.sft import run_sft
 
     result = run_sft(cfg)
@@ -44,7 +58,7 @@ def _cmd_make_tiny_model(args: argparse.Namespace) -> int:
 
 
 def _cmd_world(args: argparse.Namespace) -> int:
-    cfg = load_config(WorldConfig, args.config, args.overrides)
+    cfg = _load(WorldConfig, args)
     from dprl.data.world import generate_world, print_summary
 
     print_summary(generate_world(cfg), cfg.output_dir)
@@ -52,7 +66,7 @@ def _cmd_world(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    cfg = load_config(EvalConfig, args.config, args.overrides)
+    cfg = _load(EvalConfig, args)
     from dprl.eval.run import print_summary, run_eval
 
     try:
@@ -65,7 +79,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_grpo(args: argparse.Namespace) -> int:
-    cfg = load_config(GRPOConfig, args.config, args.overrides)
+    cfg = _load(GRPOConfig, args)
     from dprl.train.grpo import run_grpo
 
     row = run_grpo(cfg)
@@ -77,7 +91,7 @@ def _cmd_grpo(args: argparse.Namespace) -> int:
 
 
 def _cmd_pipeline(args: argparse.Namespace) -> int:
-    cfg = load_config(PipelineConfig, args.config, args.overrides)
+    cfg = _load(PipelineConfig, args)
     from dprl.pipeline import run_pipeline
 
     try:
@@ -111,8 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
         "the whole recipe: world -> CoT-SFT -> GRPO -> eval (the README's main job)",
         "Run the DeepPerception recipe end to end on one machine, each stage in its own process: "
         "generate the world, CoT-SFT, GRPO, then evaluate the untrained, SFT and SFT+GRPO models "
-        "and the trivial baselines side by side. Rerunning skips finished stages and resumes an "
-        "interrupted one.",
+        "and the trivial baselines side by side. Rerunning skips stages finished with the same "
+        "settings and resumes an interrupted one; if a finished stage's settings changed, it "
+        "stops before any work and names the changed keys.",
         "grpo.steps=50 sft.trainer.lr=1e-3")
     _config_command(
         sub, "smoke", _cmd_smoke,
@@ -183,6 +198,20 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"dprl {args.command}: config error: {err}", file=sys.stderr)
         return 2
+    except UserFacingError as err:  # a busy run directory, a state that does not fit, a diverged run
+        print(f"dprl {args.command}: {err}", file=sys.stderr)
+        return 1
+    # A stop asked for is not a crash: one line, no traceback, and the way back in.
+    except KeyboardInterrupt:
+        print(f"dprl {args.command}: interrupted; {RESUME_HINT}", file=sys.stderr)
+        return 130
+    except Terminated:
+        print(f"dprl {args.command}: terminated; {RESUME_HINT}", file=sys.stderr)
+        return 143
+    finally:
+        lock = getattr(args, "run_dir_lock", None)
+        if lock is not None:
+            lock.close()
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ def test_shipped_configs_are_valid(tmp_path):
 
     assert recipe(main_grpo) == recipe(grpo)
     # The 7B config names a checkpoint directory that only exists where it was downloaded.
+    (tmp_path / "config.json").write_text("{}")
     real = load_config(SFTConfig, os.path.join(root, "sft_qwen2vl_7b.yaml"), [f"model.path={tmp_path}"])
     t = real.trainer
     assert (t.zero_stage, t.dtype, t.lr, real.epochs) == (3, "bfloat16", 5e-6, 1)
@@ -70,3 +71,34 @@ def test_make_tiny_model_command(tmp_path):
 def test_make_tiny_model_rejects_bad_knobs(tmp_path, capsys):
     assert main(["make-tiny-model", str(tmp_path / "m"), "hidden_sise=64"]) == 2
     assert "hidden_sise: unknown key" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_with_one_line_that_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    import dprl.cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dprl.cli, "_cmd_world", interrupted)
+    try:
+        code = main(["world", "--config", "configs/world_tiny.yaml", f"output_dir={tmp_path}"])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C left main as a KeyboardInterrupt (a traceback for the user)")
+    assert code == 130
+    assert capsys.readouterr().err == "dprl world: interrupted; run the same command again to resume\n"
+
+
+def test_a_command_holds_its_output_dir_while_it_runs(tmp_path, capsys, monkeypatch):
+    import dprl.data.world
+    from dprl.run_dir import lock_run_dir
+
+    world = ["world", "--config", "configs/world_tiny.yaml", f"output_dir={tmp_path}"]
+    held = lock_run_dir(str(tmp_path))  # another run in the same directory
+    assert main(world) == 1
+    assert f"in use by another run (pid {os.getpid()}" in capsys.readouterr().err
+    held.close()
+    made = []
+    monkeypatch.setattr(dprl.data.world, "generate_world", lambda cfg: made.append(cfg.output_dir))
+    monkeypatch.setattr(dprl.data.world, "print_summary", lambda summary, out: None)
+    assert main(world) == 0 and made == [str(tmp_path)]
+    lock_run_dir(str(tmp_path)).close()  # released when the command returned
