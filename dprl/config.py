@@ -7,6 +7,7 @@ expected. Each section validates its own values in `check()`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -107,8 +108,14 @@ class ModelConfig:
 
     def check(self, key: str) -> None:
         if self.path:
-            _require(os.path.isdir(os.path.expanduser(self.path)), f"{key}path",
+            path = os.path.expanduser(self.path)
+            _require(os.path.isdir(path), f"{key}path",
                      "an existing local checkpoint directory (nothing is downloaded)", self.path)
+            # Found here rather than after minutes of setup: a folder of shards without the
+            # config is a partial copy, or the parent of the checkpoint.
+            _require(os.path.isfile(os.path.join(path, "config.json")), f"{key}path",
+                     "a Hugging Face checkpoint directory holding config.json (a downloaded "
+                     "Qwen2-VL / Qwen2.5-VL, or the final/ folder a dprl run writes)", self.path)
 
 
 @dataclass
@@ -264,6 +271,9 @@ class SFTDataConfig:
     def check(self, key: str) -> None:
         _require(self.train_path.endswith((".jsonl", ".json", ".parquet")), f"{key}train_path",
                  "a .jsonl, .json or .parquet file", self.train_path)
+        if self.knowledge_path:
+            _require(self.knowledge_path.endswith((".jsonl", ".json", ".parquet")), f"{key}knowledge_path",
+                     "a .jsonl, .json or .parquet file", self.knowledge_path)
         _require(self.knowledge_per_batch >= 0, f"{key}knowledge_per_batch", "a count >= 0",
                  self.knowledge_per_batch)
         _require(not self.knowledge_per_batch or bool(self.knowledge_path), f"{key}knowledge_path",
@@ -378,6 +388,13 @@ class RewardTermConfig:
                  "a finite number", self.weight)
         if self.tau is not None:
             _require(0.0 <= self.tau <= 1.0, f"{key}tau", "a threshold in [0, 1]", self.tau)
+        # Checked here, not when the reward is built after the model and the engine have loaded.
+        # Local import: the names live with the rewards, and a researcher's registered ones count.
+        from dprl.rewards import available_rewards
+
+        names = available_rewards()
+        _require(base in names, f"{key}name", f"a built-in or registered reward ({', '.join(names)}; "
+                 "register your own with dprl.rewards.register_reward)", self.name)
 
 
 @dataclass
@@ -403,7 +420,9 @@ def _deepperception_terms() -> list:
 @dataclass
 class RewardConfig:
     """The GRPO reward: a weighted sum of named reward functions (DeepPerception: format +
-    IoU thresholded at 0.8, boxes read from inside <answer>, last match)."""
+    IoU thresholded at 0.8, boxes read from inside <answer>, last match). dprl's versions differ
+    at the edges: iou_threshold pays at IoU >= 0.8 (the original: > 0.8), the format rule is
+    anchored to the whole text, and its box half can fire (the original's never did)."""
 
     functions: list[RewardTermConfig] = field(default_factory=_deepperception_terms)
     parse: BoxParseConfig = field(default_factory=BoxParseConfig)
@@ -468,6 +487,9 @@ class GRPODataConfig:
 
     def check(self, key: str) -> None:
         _require(bool(self.path), f"{key}path", "a data file path", self.path)
+        _require(self.path.endswith((".jsonl", ".json", ".parquet")), f"{key}path",
+                 "a .jsonl, .json or .parquet file (KVG-Bench's columns, or the released GRPO "
+                 "parquet's problem/solution/image)", self.path)
         _require(self.prompts_per_step >= 1, f"{key}prompts_per_step", "at least 1", self.prompts_per_step)
 
 
@@ -661,6 +683,10 @@ class EvalConfig:
     batch_size: int = 64  # prompts per engine call; predictions are saved after each
     iou_threshold: float = 0.5
     parse: BoxParseConfig = field(default_factory=BoxParseConfig)
+    # How grounding answers are read and scored: dprl = the reward parser with `parse`;
+    # official = the KVG-Bench scorer's rules (dprl.eval.official), for numbers set next to the
+    # paper's; it ignores `parse` and takes the benchmark's own seen/unseen split.
+    scorer: Literal["dprl", "official"] = "dprl"
     # Trivial baselines scored from the data alone (needs the world's `candidates` field).
     baselines: list[Literal["random_entity", "largest_entity"]] = field(default_factory=list)
 
@@ -678,7 +704,10 @@ class EvalConfig:
         _require(self.batch_size >= 1, f"{key}batch_size", "at least 1", self.batch_size)
         _require(0 < self.iou_threshold <= 1, f"{key}iou_threshold", "a threshold in (0, 1]",
                  self.iou_threshold)
-        if self.prompt_mode != "r1":
+        _require(self.scorer == "dprl" or self.data.task == "kvg", f"{key}scorer",
+                 "dprl for data.task=fgvr (the official scorer reads grounding boxes only)",
+                 self.scorer)
+        if self.prompt_mode != "r1" and self.scorer == "dprl":
             _require(self.parse.scope == "anywhere", f"{key}parse.scope",
                      f"'anywhere' with prompt_mode={self.prompt_mode} (that prompt asks for no "
                      "<answer> tag)", self.parse.scope)
@@ -768,7 +797,9 @@ def _convert(value: Any, tp: Any, key: str, base: Any = None) -> Any:
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            # `lr=inf` arrives as text (YAML spells infinity .inf): say what is wrong with it.
+            expected = "a finite number" if _is_non_finite_text(value) else "a number"
+            raise ConfigError(f"{key}: expected {expected}, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -806,6 +837,42 @@ def _build(cls: type, data: dict, prefix: str = "", base: Any = None) -> Any:
             sub_base = None
         kwargs[name] = _convert(value, hints[name], prefix + name, sub_base)
     return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
+
+
+def _is_non_finite_text(value: Any) -> bool:
+    """Whether `value` is text that Python reads as nan or inf ("inf", "-Infinity", "nan")."""
+    try:
+        return isinstance(value, str) and not math.isfinite(float(value))
+    except ValueError:
+        return False
+
+
+def _first_non_finite(value: Any, key: str) -> tuple[str, float] | None:
+    """(dotted key, value) of the first nan or inf in `value`: a number, a list, or a section
+    (lists of sections included, e.g. reward.functions[0].tau); None when all are finite."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (key, value)
+    if isinstance(value, (list, tuple)):
+        items = ((f"{key}[{i}]", v) for i, v in enumerate(value))
+    elif dataclasses.is_dataclass(value):
+        items = ((f"{key}.{f.name}" if key else f.name, getattr(value, f.name))
+                 for f in dataclasses.fields(value))
+    else:
+        return None
+    for item_key, item in items:
+        found = _first_non_finite(item, item_key)
+        if found:
+            return found
+    return None
+
+
+def _check_finite(cfg: Any) -> None:
+    """No setting takes nan or inf, so one check covers every number of every config, before the
+    sections' own checks: those compare, and `lr > 0` holds for inf (a run would train to NaN
+    and exit 0) while nan fails every comparison with a message that hides the cause."""
+    found = _first_non_finite(cfg, "")
+    if found:
+        _require(False, found[0], "a finite number (nan and inf are not valid settings)", found[1])
 
 
 def _check_all(obj: Any, key: str = "") -> None:
@@ -865,6 +932,7 @@ def load_config(cls: type, path: str | None = None, overrides: list[str] = ()) -
             node = nxt
         node[keys[-1]] = value
     cfg = _build(cls, data)
+    _check_finite(cfg)
     _check_all(cfg)
     return cfg
 

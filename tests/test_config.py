@@ -110,3 +110,21 @@ def test_a_partial_section_keeps_the_defaults_its_parent_chose():
     assert load_config(Stage).rollout.n == 8
     # The class default is still what a section without a parent default gets.
     assert load_config(SmokeConfig, None, ["rollout.max_tokens=7"]).rollout.n == RolloutConfig().n
+
+
+@pytest.mark.parametrize("cls, override, key", [
+    ("SFTConfig", "trainer.lr=inf", "trainer.lr"),  # YAML leaves inf as text
+    ("SFTConfig", "trainer.lr=.inf", "trainer.lr"),  # YAML's own infinity passes `lr > 0`
+    ("SFTConfig", "trainer.lr=1e999", "trainer.lr"),  # overflows to inf when parsed
+    ("SFTConfig", "trainer.grad_clip=.nan", "trainer.grad_clip"),
+    ("SFTConfig", "trainer.betas=[0.9, .nan]", "trainer.betas[1]"),
+    ("GRPOConfig", "grpo.eps_high=.inf", "grpo.eps_high"),
+    ("GRPOConfig", "reward.functions=[{name: iou, tau: .nan}]", "reward.functions[0].tau"),
+])
+def test_non_finite_numbers_fail_at_load_naming_the_key(cls, override, key):
+    import dprl.config
+
+    with pytest.raises(ConfigError) as err:
+        load_config(getattr(dprl.config, cls), None, [override])
+    msg = str(err.value)
+    assert msg.startswith(key + ":") and "finite" in msg, msg

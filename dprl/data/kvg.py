@@ -4,7 +4,11 @@ Required fields: question_id, question, image, answer, category. `answer` holds 
 Qwen2-VL boxes `<|box_start|>(x1,y1),(x2,y2)<|box_end|>` (0-1000) for grounding, or an option
 letter for FGVR. `image` is a path (relative to `image_root`, default the file's folder, or
 absolute), a datasets Image dict with bytes, or a PIL image. A sample that cannot be used comes
-back in `bad` with its id and the reason, never as a crash.
+back in `bad` with its id and the reason, never as a crash. Two exceptions are not per-sample:
+a question_id used twice raises (predictions are keyed on it, so a duplicate would silently
+overwrite an answer and skew the per-domain counts). A ground-truth box written with x2 < x1 or
+y2 < y1 is reordered (as written it would score IoU 0 against every answer) and counted in
+`Sample.boxes_repaired`; a box of zero area makes its sample bad.
 """
 from __future__ import annotations
 
@@ -27,6 +31,34 @@ class Sample:
     seen: bool
     gt_boxes: list = field(default_factory=list)  # [[x1, y1, x2, y2], ...] 0-1000 (grounding)
     record: dict = field(default_factory=dict)  # the raw row, for baselines and extra fields
+    boxes_repaired: int = 0  # ground-truth boxes given with x2 < x1 or y2 < y1, reordered
+
+
+def repair_boxes(boxes: list[list[float]]) -> tuple[list[list[float]], int, str | None]:
+    """(boxes with each corner pair sorted, how many needed it, error or None). The error names
+    the first box of zero width or height: no answer can overlap it, so it cannot be scored."""
+    fixed, repaired = [], 0
+    for x1, y1, x2, y2 in boxes:
+        box = [min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)]
+        repaired += box != [x1, y1, x2, y2]
+        if box[0] == box[2] or box[1] == box[3]:
+            return boxes, 0, f"ground-truth box ({x1:g},{y1:g}),({x2:g},{y2:g}) has zero area"
+        fixed.append(box)
+    return fixed, repaired, None
+
+
+def check_unique_ids(ids: list, path: str) -> None:
+    """Raises on the first question_id that appears twice, naming both rows (1-based)."""
+    first: dict = {}
+    for i, qid in enumerate(ids):
+        if qid is None:
+            continue
+        key = str(qid)
+        if key in first:
+            raise ValueError(f"{path!r}: question_id {key!r} appears twice (rows {first[key] + 1} and "
+                             f"{i + 1}, counting from 1). Predictions are keyed on question_id, so "
+                             "each must be unique: renumber or remove one of the two rows.")
+        first[key] = i
 
 
 def load_rows(path: str):
@@ -45,27 +77,34 @@ def open_image(image, image_root: str):
 
     if hasattr(image, "convert"):
         return image.convert("RGB")
+    with Image.open(image_source(image, image_root)) as im:
+        return im.convert("RGB")
+
+
+def image_source(image, image_root: str = ""):
+    """What PIL opens for a path (relative to `image_root`) or a {"bytes", "path"} dict: a file
+    path or a bytes buffer; raises with the reason when there is none."""
     if isinstance(image, dict):
         if image.get("bytes"):
-            return Image.open(io.BytesIO(image["bytes"])).convert("RGB")
+            return io.BytesIO(image["bytes"])
         image = image.get("path")
     if not isinstance(image, str) or not image:
         raise ValueError(f"no image given ({image!r})")
     path = image if os.path.isabs(image) else os.path.join(image_root, image)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image {path!r} does not exist")
-    with Image.open(path) as im:
-        return im.convert("RGB")
+    return path
 
 
 def load_samples(path: str, task: str = "kvg", image_root: str = "", domains=(),
                  max_per_domain: int = 0, seen_domains=()) -> tuple[list[Sample], list[dict]]:
     """(usable samples, bad samples as {"question_id", "error"}). Raises only for a missing or
-    unreadable file or an empty selection."""
+    unreadable file, a question_id used twice, or an empty selection."""
     rows = load_rows(path)
     missing = [f for f in REQUIRED if f not in rows.column_names]
     if missing:
         raise ValueError(f"{path!r} lacks the KVG-Bench field(s) {missing}; it has {rows.column_names}")
+    check_unique_ids(rows["question_id"], path)
     root = image_root or os.path.dirname(os.path.abspath(path))
     samples, bad, per_domain = [], [], {}
     for i, row in enumerate(rows):
@@ -82,11 +121,15 @@ def load_samples(path: str, task: str = "kvg", image_root: str = "", domains=(),
         if not isinstance(row["question"], str) or not row["question"].strip():
             bad.append({"question_id": qid, "error": "empty question"})
             continue
-        gt = []
+        gt, repaired = [], 0
         if task == "kvg":
             gt = answer_boxes(answer)
             if not gt:
                 bad.append({"question_id": qid, "error": f"no (x1,y1),(x2,y2) box in answer {answer!r}"})
+                continue
+            gt, repaired, error = repair_boxes(gt)
+            if error:
+                bad.append({"question_id": qid, "error": error})
                 continue
         elif not (len(answer.strip()) == 1 and answer.strip().isalpha()):
             bad.append({"question_id": qid, "error": f"answer {answer!r} is not an option letter"})
@@ -99,7 +142,8 @@ def load_samples(path: str, task: str = "kvg", image_root: str = "", domains=(),
             continue
         seen = row["seen"] if row.get("seen") is not None else domain in seen_domains
         per_domain[domain] = per_domain.get(domain, 0) + 1
-        samples.append(Sample(qid, row["question"], image, answer.strip(), domain, bool(seen), gt, row))
+        samples.append(Sample(qid, row["question"], image, answer.strip(), domain, bool(seen), gt, row,
+                              repaired))
     if not samples:
         raise ValueError(f"no usable samples in {path!r}"
                          + (f" for domains {list(domains)}" if domains else "")

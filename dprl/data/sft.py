@@ -17,6 +17,10 @@ from dataclasses import dataclass
 
 import torch
 
+from dprl.data.released import image_path, is_sharegpt, sharegpt_fields
+from dprl.data.validate import (DataError, bad_sample, check_data_file, image_size, prompt_length,
+                                read_json_records, read_table)
+
 IGNORE_INDEX = -100  # labels that the cross-entropy skips
 
 
@@ -28,53 +32,144 @@ class Conversation:
     sample_id: str = ""
 
 
-def _load_rows(path: str):
-    """The file as a `datasets.Dataset` (JSONL/JSON or parquet)."""
-    from datasets import load_dataset
-
+def _read_rows(path: str) -> tuple:
+    """(rows, column names) of a .jsonl/.json file (records; a malformed line is named) or of a
+    .parquet file (a datasets table)."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"data file {path!r} does not exist")
-    kind = "parquet" if path.endswith(".parquet") else "json"
-    return load_dataset(kind, data_files={"train": path}, split="train")
+        raise DataError(f"data file {path!r} does not exist")
+    if path.endswith(".parquet"):
+        rows = read_table(path)
+        return rows, rows.column_names
+    records = read_json_records(path)
+    return records, sorted(set().union(*records))
 
 
-def load_grounding(path: str, image_root: str = "", max_samples: int = 0) -> list[Conversation]:
-    """Grounding samples with a chain-of-thought reply: fields `prompt` (question + format
-    instruction), `response` (`<think>..</think><answer>..</answer>`) and `image` (a path relative
-    to `image_root`, by default the file's folder)."""
-    rows = _load_rows(path)
-    missing = [f for f in ("prompt", "response", "image") if f not in rows.column_names]
-    if missing:
-        raise ValueError(f"{path!r} lacks the SFT field(s) {missing}; it has {rows.column_names}")
+def _text_field(row: dict, name: str) -> str:
+    value = row.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"field {name!r} is empty or not text")
+    return value
+
+
+def _row_conversation(row: dict, sid: str, root: str) -> Conversation:
+    """A row of dprl's own layout: prompt, response, image."""
+    prompt, response = _text_field(row, "prompt"), _text_field(row, "response")
+    return Conversation(prompt, response, image_path(_text_field(row, "image"), root), sid)
+
+
+def _sharegpt_conversation(row: dict, sid: str, root: str) -> Conversation:
+    return Conversation(*sharegpt_fields(row, root), sid)
+
+
+def _sample_id(row: dict, i: int, key: str, prefix: str) -> str:
+    return str(row[key]) if row.get(key) is not None else f"{prefix}-{i}"
+
+
+def _keep(convs: list, bad: list, path: str) -> tuple[list[Conversation], list[dict]]:
+    if not convs:
+        first = f" ({len(bad)} bad, first: {bad[0]['question_id']}: {bad[0]['error']})" if bad else ""
+        raise DataError(f"no usable samples in {path!r}{first}")
+    return convs, bad
+
+
+def load_grounding_samples(path: str, image_root: str = "", max_samples: int = 0,
+                           screen=None) -> tuple[list[Conversation], list[dict]]:
+    """Grounding samples with a chain-of-thought reply, and those set aside as {"question_id",
+    "error"}. Two layouts, told apart by their fields: dprl's rows (.jsonl, .json or .parquet) with
+    `prompt` (question + format instruction), `response` (`<think>..</think><answer>..</answer>`)
+    and `image`; or the released LLaMA-Factory ShareGPT JSON (`messages`, `images`; see
+    dprl.data.released). Image paths are relative to `image_root`, by default the file's folder.
+
+    `screen(conv)` raises ValueError/OSError for a sample the run could not encode (see
+    `check_encodable`). Samples are kept in file order, the first `max_samples` usable ones (0:
+    all); a sample set aside is identified by its question_id, else as row-N (N counted from 0)."""
+    rows, columns = _read_rows(path)
+    sharegpt = is_sharegpt(columns)
+    if not sharegpt:
+        missing = [f for f in ("prompt", "response", "image") if f not in columns]
+        if missing:
+            raise DataError(f"{path!r} lacks the SFT field(s) {missing}; it has {columns} (expected "
+                            "prompt/response/image rows, or ShareGPT messages/images records)")
+    to_conversation = _sharegpt_conversation if sharegpt else _row_conversation
     root = image_root or os.path.dirname(os.path.abspath(path))
-    out = []
+    out, bad = [], []
     for i, row in enumerate(rows):
         if max_samples and len(out) >= max_samples:
             break
-        sid = str(row.get("question_id") or f"row-{i}")
-        for name in ("prompt", "response", "image"):
-            if not isinstance(row[name], str) or not row[name].strip():
-                raise ValueError(f"{path!r} sample {sid}: field {name!r} is empty or not text")
-        image = row["image"] if os.path.isabs(row["image"]) else os.path.join(root, row["image"])
-        if not os.path.isfile(image):
-            raise FileNotFoundError(f"{path!r} sample {sid}: image {image!r} does not exist")
-        out.append(Conversation(row["prompt"], row["response"], image, sid))
-    if not out:
-        raise ValueError(f"no samples in {path!r}")
-    return out
+        sid = _sample_id(row, i, "question_id", "row")
+        try:
+            conv = to_conversation(row, sid, root)
+            if screen is not None:
+                screen(conv)
+        except (ValueError, OSError) as err:
+            bad.append(bad_sample(sid, str(err)))
+            continue
+        out.append(conv)
+    return _keep(out, bad, path)
+
+
+def load_grounding(path: str, image_root: str = "", max_samples: int = 0) -> list[Conversation]:
+    """The usable grounding samples of `load_grounding_samples` (no screening)."""
+    return load_grounding_samples(path, image_root, max_samples)[0]
+
+
+def load_knowledge_samples(path: str, screen=None) -> tuple[list[Conversation], list[dict]]:
+    """The text-only knowledge corpus (fields `question` and `answer`, no image), and the samples
+    set aside as {"question_id", "error"}."""
+    rows, columns = _read_rows(path)
+    missing = [f for f in ("question", "answer") if f not in columns]
+    if missing:
+        raise DataError(f"{path!r} lacks the knowledge field(s) {missing}; it has {columns}")
+    out, bad = [], []
+    for i, row in enumerate(rows):
+        sid = _sample_id(row, i, "id", "kb")
+        try:
+            conv = Conversation(_text_field(row, "question"), _text_field(row, "answer"), None, sid)
+            if screen is not None:
+                screen(conv)
+        except (ValueError, OSError) as err:
+            bad.append(bad_sample(sid, str(err)))
+            continue
+        out.append(conv)
+    return _keep(out, bad, path)
 
 
 def load_knowledge(path: str) -> list[Conversation]:
-    """The text-only knowledge corpus: fields `question` and `answer` (no image)."""
-    rows = _load_rows(path)
-    missing = [f for f in ("question", "answer") if f not in rows.column_names]
-    if missing:
-        raise ValueError(f"{path!r} lacks the knowledge field(s) {missing}; it has {rows.column_names}")
-    out = [Conversation(r["question"], r["answer"], None, str(r.get("id") or f"kb-{i}"))
-           for i, r in enumerate(rows)]
-    if not out:
-        raise ValueError(f"no samples in {path!r}")
-    return out
+    """The usable samples of `load_knowledge_samples` (no screening)."""
+    return load_knowledge_samples(path)[0]
+
+
+def check_encodable(processor, conv: Conversation, max_length: int) -> None:
+    """Raises ValueError for a sample `encode` could not turn into a training row: an image that
+    does not decode or that Qwen2-VL cannot resize, or a prompt (image expanded) that alone
+    reaches `max_length`. Decodes the image once and tokenises the text; no pixels are processed."""
+    sizes = [image_size(conv.image)] if conv.image else []
+    P = prompt_length(processor, prompt_text(processor, conv), sizes)
+    if P >= max_length:
+        raise ValueError(f"its prompt is {P} tokens (image included) and data.max_length is "
+                         f"{max_length}, which leaves no room for the reply; raise data.max_length")
+
+
+def load_sft_data(cfg, processor) -> tuple[list[Conversation], list[Conversation], list[dict]]:
+    """(grounding samples, knowledge samples, samples set aside) for an SFTDataConfig, each sample
+    screened with `check_encodable`, so every one the run draws encodes. Deterministic: every rank
+    keeps the same samples in the same order."""
+    def screen(conv):
+        check_encodable(processor, conv, cfg.max_length)
+
+    grounding, bad = load_grounding_samples(cfg.train_path, cfg.image_root, cfg.max_samples, screen)
+    knowledge = []
+    if cfg.knowledge_path and cfg.knowledge_per_batch:
+        knowledge, bad_kb = load_knowledge_samples(cfg.knowledge_path, screen)
+        bad = bad + bad_kb
+    return grounding, knowledge, bad
+
+
+def check_data_files(cfg) -> None:
+    """Fails naming the key, before anything loads, when a file an SFTDataConfig uses is missing."""
+    check_data_file(cfg.train_path, "data.train_path")
+    if cfg.knowledge_path and cfg.knowledge_per_batch:
+        check_data_file(cfg.knowledge_path, "data.knowledge_path")
 
 
 def prompt_text(processor, conv: Conversation) -> str:

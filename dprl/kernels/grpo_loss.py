@@ -105,7 +105,8 @@ def _layout(logp, advantages, mask, seq_index, num_seqs):
     else:
         raise ValueError("logp must be [B, T] (without seq_index) or [N] with seq_index and num_seqs")
     flat = logp.reshape(-1)  # (N,)
-    m = torch.ones_like(flat) if mask is None else mask.reshape(-1).to(torch.float32)  # (N,)
+    # fp32 whatever logp's dtype: the aggregation weights are accumulated in fp32 (index_add_).
+    m = torch.ones_like(flat, dtype=torch.float32) if mask is None else mask.reshape(-1).to(torch.float32)  # (N,)
     if m.shape != flat.shape:
         raise ValueError(f"mask must match logp's shape {tuple(logp.shape)}")
     # Shaped like logp: per token (this wins when a flat batch has N == B); else [B] per sequence.

@@ -13,7 +13,8 @@ the dataset columns, each a list with one entry per completion. Columns the buil
 Built-in rewards (all in [0, 1], 0 for anything malformed; `iou` is the best over the GT boxes):
   format         0.5 for <think>..</think><answer>..</answer> + 0.5 when a box is in the answer
   iou            IoU
-  iou_threshold  IoU if IoU >= tau else 0 (DeepPerception, tau = 0.8)
+  iou_threshold  IoU if IoU >= tau else 0 (tau = 0.8 by default; DeepPerception's original pays
+                 only for IoU > 0.8, strictly, which differs only when IoU equals tau exactly)
   iou_squared    IoU ** 2 (Perception-R1)
   acc            1 if IoU >= tau else 0 (KVG-Bench accuracy, tau = 0.5)
   mc_letter      1 if the answer's choice letter equals `answer` else 0 (FGVR)

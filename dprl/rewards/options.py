@@ -22,7 +22,9 @@ class ParseOptions:
              <|box_start|>..<|box_end|>; "list" = [x1, y1, x2, y2], which also covers JSON such as
              {"bbox_2d": [...], "label": ".."}; "tuple" = (x1, y1, x2, y2).
     coords:  "auto" = Qwen2-VL 0-1000, but a box whose four values all lie in [0, 1] is taken as
-             fractions and scaled x1000 (DeepPerception); "norm1000" = as written; "fraction" =
+             fractions and scaled x1000 (dprl's rule; DeepPerception's scorer instead scales a
+             box whose four coordinates sum to less than 4, see dprl.eval.official);
+             "norm1000" = as written; "fraction" =
              always x1000; "pixels" = pixels of the resized model input (Qwen2.5-VL), rescaled to
              the original image (needs image_size, and input_size when the model saw a resized
              image). Results are 0-1000 for the first three and original-image pixels for the last.

@@ -60,7 +60,9 @@ def analyze(texts, options: ParseOptions | None = None, *, image_size=None, inpu
             use_native: bool | None = None, max_threads: int = 0, **kwargs):
     """texts (N str/bytes) -> (boxes float32 [N, 4] with NaN rows, format_ok bool [N]).
 
-    format_ok is the DeepPerception format rule over the whole text (see reference.format_ok_reference).
+    format_ok is dprl's anchored format rule: <think>..</think><answer>..</answer> with nothing but
+    blanks around, over the whole text (see reference.format_ok_reference). DeepPerception's
+    original only looks for <think>..</think> followed by <answer>..</answer>, unanchored.
     use_native: None = C++ when built; False = the Python reference; True = C++ or raise.
     """
     opt = make_options(options, **kwargs)

@@ -62,6 +62,23 @@ def lr_multiplier(step: int, cfg: TrainerConfig) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def plain_grad_norm(ds_engine, cfg: TrainerConfig) -> float | None:
+    """The global grad norm (before clipping) where DeepSpeed does not report one: ZeRO-0 in fp32
+    clips with torch and keeps no norm. Call it before `ds_engine.step()` at the accumulation
+    boundary; gradients are whole there and already averaged over ranks. None elsewhere."""
+    if cfg.zero_stage != 0 or cfg.dtype != "float32":
+        return None
+    grads = [p.grad for p in ds_engine.module.parameters() if p.grad is not None]
+    return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+
+
+def step_grad_norm(ds_engine, plain: float | None) -> float | None:
+    """The last optimizer step's global grad norm: `plain` (from plain_grad_norm) where DeepSpeed
+    keeps none, else DeepSpeed's; None where neither measured one."""
+    norm = plain if plain is not None else ds_engine.get_global_grad_norm()
+    return None if norm is None else float(norm)
+
+
 def deepspeed_config(cfg: TrainerConfig) -> dict:
     """The DeepSpeed JSON config for `cfg` (the optimizer and schedule are passed as objects)."""
     zero: dict = {"stage": cfg.zero_stage}

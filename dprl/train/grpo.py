@@ -22,16 +22,22 @@ import torch
 from dprl.config import GRPOConfig, save_config, to_dict
 from dprl.kernels import GRPOLossParams
 from dprl.train.advantages import group_advantages
+from dprl.train.checkpoint import check_rerun, stop_if_non_finite
 from dprl.rollout.base import answer_text
 from dprl.train.dynamic_sampling import (SampledRound, assemble, count_informative, refill_size,
                                          reward_metrics)
-from dprl.train.grpo_data import grounding_request, refill_indices, step_indices
+from dprl.train.engine import plain_grad_norm, step_grad_norm
+from dprl.train.finite import describe_non_finite, describe_non_finite_weights
+from dprl.data.validate import DataError, check_data_file, report_bad_samples
+from dprl.train.grpo_data import (grounding_request, load_prompt_samples, refill_indices, screen_prompts,
+                                  step_indices)
 from dprl.train.metrics import MetricsLogger, PhaseTimer, peak_memory_bytes, plot_curves
 from dprl.models.group_attention import use_group_attention
 from dprl.train.flops import TextModelShape, attention_pairs, forward_flops
 from dprl.train.grpo_micro_batches import agreed_count, equalize, pack_micro_batches, plan_units
 from dprl.train.policy import grpo_policy_loss, token_logprobs, unwrap
 from dprl.train.shared_prompt import build_rows, encode_prompts, image_features
+from dprl.train.writable import check_writable
 
 
 @dataclass
@@ -68,11 +74,20 @@ def resolve_model_path(cfg: GRPOConfig, is_main: bool) -> str:
     return path
 
 
-def load_prompts(cfg: GRPOConfig):
-    """Grounding samples of the training file (KVG-Bench schema); bad rows are skipped by id."""
-    from dprl.data.kvg import load_samples
-
-    samples, bad = load_samples(cfg.data.path, "kvg", cfg.data.image_root, cfg.data.domains)
+def load_prompts(cfg: GRPOConfig, processor=None):
+    """(grounding samples of the training file, samples set aside as {"question_id", "error"}):
+    KVG-Bench's layout or the released problem/solution/image one (load_prompt_samples). With the
+    processor, prompts the rollout engine could not take are set aside too (screen_prompts): done
+    before the order of prompts is drawn, so it stays a function of (seed, step)."""
+    samples, bad = load_prompt_samples(cfg.data.path, cfg.data.image_root, cfg.data.domains)
+    if processor is not None:
+        root = cfg.data.image_root or os.path.dirname(os.path.abspath(cfg.data.path))
+        limit = cfg.rollout.max_model_len - cfg.rollout.max_tokens
+        samples, too_long = screen_prompts(samples, processor, root, limit)
+        bad = bad + too_long
+        if not samples:
+            raise DataError(f"no usable samples in {cfg.data.path!r} ({len(bad)} bad, first: "
+                            f"{bad[0]['question_id']}: {bad[0]['error']})")
     return samples, bad
 
 
@@ -92,24 +107,33 @@ class GRPOTrainer:
         from dprl.train.engine import build_engine, build_frozen_engine, init_distributed
 
         self.cfg = cfg
+        # A missing data file and an unwritable output_dir fail here, before anything loads.
+        if samples is None:
+            check_data_file(cfg.data.path, "data.path")
+        check_writable(cfg.output_dir)
         # The cosine runs over the optimizer steps this run will take.
         cfg.trainer.total_steps = cfg.steps * cfg.grpo.updates_per_rollout
         init_distributed(cfg.trainer)
         self.rank = torch.distributed.get_rank()
         self.world = torch.distributed.get_world_size()
         self.is_main = self.rank == 0
+        # Before anything is loaded or written: a rerun that would overwrite a further-along run
+        # fails here; the same run again, finished and exported, has nothing to do (see train()).
+        self.finished = check_rerun(cfg.output_dir, cfg.steps, cfg.resume, "steps")
         if self.is_main:
             os.makedirs(cfg.output_dir, exist_ok=True)
             save_config(cfg, cfg.output_dir)
         self.model_path = resolve_model_path(cfg, self.is_main)
+        self.processor = load_processor(self.model_path)
         if samples is None:
-            samples, self.bad_samples = load_prompts(cfg)
+            samples, self.bad_samples = load_prompts(cfg, self.processor)
         else:
             self.bad_samples = []
+        report_bad_samples("grpo", self.bad_samples, len(samples), cfg.output_dir,
+                           enabled=self.is_main and not self.finished)
         self.samples = samples
         self.image_root = cfg.data.image_root or os.path.dirname(os.path.abspath(cfg.data.path))
         self._open = open_image or (lambda s: _open(s, self.image_root))
-        self.processor = load_processor(self.model_path)
         self.pad_id = self.processor.tokenizer.pad_token_id
         from dprl.rollout import VISION_TOKENS
 
@@ -149,7 +173,7 @@ class GRPOTrainer:
     def save_checkpoint(self, step: int) -> None:
         from dprl.train.checkpoint import save_state
 
-        save_state(self.engine, self.cfg.output_dir, step)
+        save_state(self.engine, self.cfg.output_dir, step, total_steps=self.cfg.steps)
 
     # -- one step ---------------------------------------------------------------------------------
     def _sample_round(self, step: int, round_: int, indices: list[int], timer: PhaseTimer) -> SampledRound:
@@ -280,6 +304,7 @@ class GRPOTrainer:
 
         lr = self.scheduler.get_last_lr()[0]  # the rate this step's updates use
         sums: dict[str, float] = {}
+        grad_norms: list[float | None] = []  # one per optimizer step (update epoch)
         with timer("update"):
             for epoch in range(cfg.grpo.updates_per_rollout):
                 for i, mb in enumerate(micro_batches):
@@ -298,12 +323,17 @@ class GRPOTrainer:
                     if old_logp is None and epoch == 0:
                         trainer_logp[tok] = logp
                     self.engine.backward(loss, scale_wrt_gas=False)
+                    last = i == len(micro_batches) - 1
+                    plain = plain_grad_norm(self.engine, cfg.trainer) if last else None
                     self.engine.step()
+                    if last:  # the optimizer stepped
+                        grad_norms.append(step_grad_norm(self.engine, plain))
                     share = len(tok) / N  # metrics are token means: weight each by its tokens
                     sums["loss"] = sums.get("loss", 0.0) + loss.item()
                     for k, v in m.items():
                         sums[k] = sums.get(k, 0.0) + float(v) * share
         epochs = cfg.grpo.updates_per_rollout
+        self._stop_if_non_finite(step + 1, sums.get("loss", 0.0) / epochs, grad_norms)
 
         with timer("sync"):
             from dprl.train.weight_sync import sync_weights
@@ -319,6 +349,8 @@ class GRPOTrainer:
             "train/micro_batches": len(micro_batches),
             "train/padding_fraction": steps.padding_fraction,
             "train/lr": lr,
+            "data/bad_samples": len(self.bad_samples),
+            "train/grad_norm": float("nan") if grad_norms[-1] is None else grad_norms[-1],
             "train/zero_variance_groups": adv.num_zero_variance,
             "train/groups": batch.num_groups,
             **sampling,
@@ -337,10 +369,26 @@ class GRPOTrainer:
         row["throughput/rollout_tokens_per_s"] = comp_tokens / max(timer.seconds["rollout"], 1e-9)
         return row
 
+    def _stop_if_non_finite(self, done: int, loss: float, grad_norms: list[float | None]) -> None:
+        """Raises NonFiniteError on every rank when step `done`'s loss, grad norms or weights hold
+        nan or inf: before the sync, so the engine never samples from such weights, and before any
+        save. The weights are checked every step because GRPO's loss can stay small and finite
+        over NaN weights (measured at lr=1e4); one pass over them costs less than the sync, which
+        reads them all too."""
+        names = ["grad norm"] if len(grad_norms) == 1 else [f"grad norm of update {e + 1}"
+                                                            for e in range(len(grad_norms))]
+        found = [describe_non_finite({"loss": loss, **dict(zip(names, grad_norms))}),
+                 describe_non_finite_weights(self.engine.module)]
+        stop_if_non_finite("; ".join(f for f in found if f), self.cfg.output_dir, done)
+
     # -- the run ----------------------------------------------------------------------------------
     def train(self, stop_after: int | None = None) -> dict:
         """Runs steps start_step..cfg.steps-1 (or stops after `stop_after` steps, for tests)."""
         cfg = self.cfg
+        if self.finished:  # finished and exported before: nothing to train or write
+            if self.is_main:
+                print(f"grpo: {self.finished}", flush=True)
+            return {}
         self.logger = MetricsLogger(cfg.output_dir, cfg.steps, self.start_step, self.is_main, desc="grpo",
                                     log_cfg=cfg.log, run_config=to_dict(cfg))
         last = cfg.steps if stop_after is None else min(cfg.steps, self.start_step + stop_after)
@@ -377,7 +425,7 @@ class GRPOTrainer:
         """HF-format weights of the trained policy and the run's curves, for eval and plots."""
         from dprl.train.checkpoint import save_hf
 
-        save_hf(self.engine, self.processor, os.path.join(self.cfg.output_dir, "final"))
+        save_hf(self.engine, self.processor, os.path.join(self.cfg.output_dir, "final"), self.cfg.steps)
         if self.is_main:
             plot_curves(self.logger.path, ["reward/mean", "reward/acc@0.5", "train/kl",
                                            "train/clip_fraction", "completion/length_mean"],
@@ -385,5 +433,14 @@ class GRPOTrainer:
 
 
 def run_grpo(cfg: GRPOConfig) -> dict:
-    trainer = GRPOTrainer(cfg)
-    return trainer.train()
+    """Trains; returns the last step's metrics ({} when the run was finished before)."""
+    from dprl.train.engine import init_distributed
+
+    init_distributed(cfg.trainer)
+    # A run finished and exported before is not rebuilt (models and vLLM take minutes) to do nothing.
+    finished = check_rerun(cfg.output_dir, cfg.steps, cfg.resume, "steps")
+    if finished:
+        if torch.distributed.get_rank() == 0:
+            print(f"grpo: {finished}", flush=True)
+        return {}
+    return GRPOTrainer(cfg).train()

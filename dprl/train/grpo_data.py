@@ -1,7 +1,9 @@
 """Which prompts a GRPO step sees, and how a grounding sample becomes a rollout request.
 
 The order is a pure function of (shuffle seed, step, rank): a resumed run and an uninterrupted
-one draw the same prompts, and each rank of a multi-process run takes a disjoint share.
+one draw the same prompts, and each rank of a multi-process run takes a disjoint share. Prompts
+the engine could not take are set aside when the file is loaded (screen_prompts), before any
+order is drawn, so skipping them keeps that property.
 """
 from __future__ import annotations
 
@@ -10,12 +12,67 @@ from functools import lru_cache
 import numpy as np
 
 from dprl.data.prompts import R1_INSTRUCTION  # the instruction SFT data and eval prompts use
+from dprl.data.released import is_problem_solution, load_problem_solution
+from dprl.data.validate import (DataError, bad_sample, image_size, prompt_length, read_json_records,
+                                read_table)
 from dprl.rollout.base import RolloutRequest
+from dprl.rollout.prompts import prompt_text
 
 
 def grounding_request(question: str, image) -> RolloutRequest:
     content = [{"type": "image"}, {"type": "text", "text": question + R1_INSTRUCTION}]
     return RolloutRequest(messages=[{"role": "user", "content": content}], images=[image])
+
+
+def load_prompt_samples(path: str, image_root: str = "", domains=()) -> tuple[list, list[dict]]:
+    """(grounding samples, samples set aside as {"question_id", "error"}) of a GRPO data file in
+    either layout, told apart by its columns: KVG-Bench's (question_id, question, image, answer,
+    category: the world's files and the benchmark itself, dprl.data.kvg) or the released GRPO
+    parquet's (problem, solution, image: dprl.data.released). A malformed or empty file raises a
+    DataError naming it (and the line, for JSON)."""
+    if path.endswith(".parquet"):
+        rows = read_table(path)
+        columns = rows.column_names
+    else:  # read here first so that a malformed line is named; datasets would only say it failed
+        rows = read_json_records(path)
+        columns = sorted(set().union(*rows))
+    if is_problem_solution(columns):
+        samples, bad = load_problem_solution(rows, columns, path, image_root, domains)
+    else:
+        from dprl.data.kvg import load_samples
+
+        try:
+            samples, bad = load_samples(path, "kvg", image_root, domains)
+        except ValueError as err:  # missing columns, a duplicate id, nothing usable
+            raise DataError(str(err)) from None
+    return samples, bad
+
+
+def prompt_tokens(processor, sample, image_root: str) -> int:
+    """The length of `sample`'s rollout prompt with its image expanded, as the engine counts it;
+    decodes the image once (ValueError when it does not decode or cannot be resized)."""
+    text = prompt_text(processor, grounding_request(sample.question, None))
+    return prompt_length(processor, text, [image_size(sample.image, image_root)])
+
+
+def screen_prompts(samples: list, processor, image_root: str, max_prompt_tokens: int) -> tuple[list, list[dict]]:
+    """(samples the rollout engine can take, samples set aside). A prompt longer than
+    `max_prompt_tokens` (rollout.max_model_len - rollout.max_tokens) leaves no room for the
+    completion: vLLM refuses it, and with it the whole batch of the step that drew it."""
+    kept, bad = [], []
+    for s in samples:
+        try:
+            n = prompt_tokens(processor, s, image_root)
+        except (ValueError, OSError) as err:
+            bad.append(bad_sample(s.question_id, str(err)))
+            continue
+        if n > max_prompt_tokens:
+            bad.append(bad_sample(s.question_id, f"prompt is {n} tokens (image included), more than "
+                                  f"rollout.max_model_len - rollout.max_tokens = {max_prompt_tokens}; "
+                                  "raise rollout.max_model_len or lower rollout.max_tokens"))
+            continue
+        kept.append(s)
+    return kept, bad
 
 
 def step_indices(num_samples: int, step: int, per_rank: int, rank: int, world: int,

@@ -15,11 +15,14 @@ import time
 import torch
 
 from dprl.config import SFTConfig, save_config, to_dict
-from dprl.data.sft import collate, encode, load_grounding, load_knowledge
+from dprl.data.sft import check_data_files, collate, encode, load_sft_data
+from dprl.data.validate import report_bad_samples
 from dprl.train.batches import BatchPlan
-from dprl.train.checkpoint import load_state, save_hf, save_state
-from dprl.train.engine import build_engine, init_distributed, is_vision_param
-from dprl.train.metrics import MetricsLogger, peak_memory_bytes, plot_loss
+from dprl.train.checkpoint import check_rerun, load_state, save_hf, save_state, stop_if_non_finite
+from dprl.train.engine import build_engine, init_distributed, is_vision_param, plain_grad_norm, step_grad_norm
+from dprl.train.finite import describe_non_finite
+from dprl.train.metrics import MetricsLogger, peak_memory_bytes, plot_loss, read_metrics
+from dprl.train.writable import check_writable
 
 
 def is_projector_param(name: str) -> bool:
@@ -71,27 +74,34 @@ def _schedule(cfg: SFTConfig, plan: BatchPlan):
 
 
 def _all_reduce_sum(values: list[float]) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64)
+    from dprl.train.finite import collective_device
+
+    t = torch.tensor(values, dtype=torch.float64, device=collective_device())  # nccl: CUDA tensors only
     torch.distributed.all_reduce(t)
     return t.tolist()
 
 
-def _plain_grad_norm(engine, tcfg) -> float | None:
-    """The global grad norm (before clipping) where DeepSpeed does not report one: ZeRO-0 in fp32
-    clips with torch and keeps no norm. Gradients are whole and already averaged over ranks."""
-    if tcfg.zero_stage != 0 or tcfg.dtype != "float32":
-        return None
-    grads = [p.grad for p in engine.module.parameters() if p.grad is not None]
-    return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+def _already_done(cfg: SFTConfig, total: int, message: str, t_start: float) -> dict:
+    """The summary of a run finished and exported before (check_rerun): nothing trained or written."""
+    rank, world = _rank_world()
+    if rank == 0:
+        print(f"sft: {message}", flush=True)
+    metrics = os.path.join(cfg.output_dir, "metrics.jsonl")
+    rows = read_metrics(metrics) if os.path.isfile(metrics) else []
+    return {"steps": total, "total_steps": total, "start_step": total,
+            "final_loss": rows[-1].get("train/loss", float("nan")) if rows else float("nan"),
+            "seconds": time.perf_counter() - t_start, "final_dir": os.path.join(cfg.output_dir, "final"),
+            "rank": rank, "world_size": world, "output_dir": cfg.output_dir}
 
 
 def run_sft(cfg: SFTConfig) -> dict:
     """Trains; returns a summary (steps, final loss, seconds, paths). All ranks call it."""
     t_start = time.perf_counter()
+    # Missing data and an unwritable output_dir fail here, before anything loads.
+    check_data_files(cfg.data)
+    check_writable(cfg.output_dir)
     init_distributed(cfg.trainer)
     rank, world = _rank_world()
-    if rank == 0:
-        save_config(cfg, cfg.output_dir)
     torch.manual_seed(cfg.data.seed)
 
     from dprl.models.loading import load_model, load_processor
@@ -99,20 +109,27 @@ def run_sft(cfg: SFTConfig) -> dict:
     model_path = _model_path(cfg, rank)
     processor = load_processor(model_path)
     pad_id = processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    # Data before the model, so a malformed file fails in seconds. Samples that could not be
+    # encoded are set aside here, before the batch plan orders the rest (exact resume).
+    grounding, knowledge, bad = load_sft_data(cfg.data, processor)
+
+    t = cfg.trainer
+    plan = BatchPlan(len(grounding), len(knowledge), t.micro_batch_size, cfg.data.knowledge_per_batch,
+                     t.grad_accum_steps, world, rank, cfg.data.seed, cfg.data.shuffle)
+    total, tcfg = _schedule(cfg, plan)
+    # Before the model loads: a rerun that would overwrite a further-along run fails in seconds.
+    finished = check_rerun(cfg.output_dir, total, cfg.resume, "max_steps")
+    if finished:
+        return _already_done(cfg, total, finished, t_start)
+    if rank == 0:  # after the check: a refused rerun leaves the run's config as it was
+        save_config(cfg, cfg.output_dir)
+
     # Loaded in the training precision: a bf16 7B is 15 GB per rank where fp32 would be 30.
     model = load_model(model_path, dtype=cfg.trainer.dtype)
     model.config.use_cache = False  # no KV cache while training
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     counts = apply_freezing(model, cfg.freeze_vision_tower, cfg.freeze_projector)
-
-    grounding = load_grounding(cfg.data.train_path, cfg.data.image_root, cfg.data.max_samples)
-    knowledge = (load_knowledge(cfg.data.knowledge_path)
-                 if cfg.data.knowledge_path and cfg.data.knowledge_per_batch else [])
-    t = cfg.trainer
-    plan = BatchPlan(len(grounding), len(knowledge), t.micro_batch_size, cfg.data.knowledge_per_batch,
-                     t.grad_accum_steps, world, rank, cfg.data.seed, cfg.data.shuffle)
-    total, tcfg = _schedule(cfg, plan)
 
     engine, _, scheduler = build_engine(model, tcfg)
     start = load_state(engine, cfg.output_dir) if cfg.resume else 0
@@ -123,6 +140,7 @@ def run_sft(cfg: SFTConfig) -> dict:
         print(f"sft: {len(grounding)} grounding + {len(knowledge)} knowledge samples, {world} rank(s), "
               f"{plan.samples_per_step} samples/step, {total} steps (from step {start}); "
               f"{counts['trainable']:,} trainable / {counts['frozen']:,} frozen parameters", flush=True)
+    report_bad_samples("sft", bad, len(grounding) + len(knowledge), cfg.output_dir, enabled=rank == 0)
 
     engine.train()
     last_saved = start if start else None
@@ -138,7 +156,7 @@ def run_sft(cfg: SFTConfig) -> dict:
             loss = engine(**batch).loss  # mean over this micro-batch's reply tokens
             engine.backward(loss)
             if micro == t.grad_accum_steps - 1:
-                own_norm = _plain_grad_norm(engine, tcfg)
+                own_norm = plain_grad_norm(engine, tcfg)
             engine.step()  # DeepSpeed steps the optimizer only at the accumulation boundary
             loss_sum += loss.item()
             tokens += float(batch["attention_mask"].sum())
@@ -147,29 +165,34 @@ def run_sft(cfg: SFTConfig) -> dict:
         seconds = time.perf_counter() - t0
         last_loss = loss_sum / (t.grad_accum_steps * world)
         done = step + 1
+        grad_norm = step_grad_norm(engine, own_norm)
         if done % cfg.log_every == 0 or done == stop:
-            grad_norm = own_norm if own_norm is not None else engine.get_global_grad_norm()
             logger.log(done, {
                 "train/loss": last_loss,
                 "train/lr": scheduler.get_last_lr()[0],
-                "train/grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+                "train/grad_norm": grad_norm if grad_norm is not None else float("nan"),
                 "train/epoch": done / plan.steps_per_epoch,
+                "data/bad_samples": len(bad),
                 "perf/tokens_per_s": tokens / seconds,
                 "perf/reply_tokens": reply_tokens,
                 "perf/step_seconds": seconds,
                 "perf/peak_memory_gb": peak_memory_bytes() / 2**30,
             })
         logger.advance()
+        # Every step, on every rank alike (the loss is summed over ranks, the norm is global): a
+        # diverged step stops the run before its weights are saved, keeping the last good state.
+        stop_if_non_finite(describe_non_finite({"loss": last_loss, "grad norm": grad_norm}),
+                           cfg.output_dir, done)
         if cfg.save_every and done % cfg.save_every == 0 and done < stop:
-            save_state(engine, cfg.output_dir, done, cfg.keep_states)
+            save_state(engine, cfg.output_dir, done, cfg.keep_states, total)
             last_saved = done
 
     if last_saved != stop:  # decided on every rank alike: saving is collective
-        save_state(engine, cfg.output_dir, stop, cfg.keep_states)
+        save_state(engine, cfg.output_dir, stop, cfg.keep_states, total)
     logger.close()
     final_dir = None
     if stop == total:
-        final_dir = save_hf(engine, processor, os.path.join(cfg.output_dir, "final"))
+        final_dir = save_hf(engine, processor, os.path.join(cfg.output_dir, "final"), stop)
         if rank == 0 and os.path.exists(logger.path):
             plot_loss(logger.path, os.path.join(cfg.output_dir, "loss.png"))
     return {"steps": stop, "total_steps": total, "start_step": start, "final_loss": last_loss,

@@ -104,6 +104,20 @@ def test_all_masked_gives_zero_loss_and_grad(device):
         assert loss.item() == 0 and (x.grad == 0).all() and metrics["kl"].item() == 0
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_default_mask_works_for_any_logp_dtype(dtype, device):
+    """mask=None used to take logp's dtype and then clash with the fp32 aggregation weights."""
+    logp, old, ref, _, adv, _, _ = _batch(3, 5, device, seed=5)
+    x = logp.to(dtype).requires_grad_()
+    loss, metrics = grpo_loss(x, adv, old_logp=old, ref_logp=ref)
+    loss.backward()
+    ones = torch.ones(3, 5, dtype=torch.bool, device=device)
+    want, want_m = grpo_loss(x.detach().float(), adv, ones, old_logp=old, ref_logp=ref)
+    torch.testing.assert_close(loss, want)
+    torch.testing.assert_close(metrics["kl"], want_m["kl"])
+    assert x.grad.dtype == dtype and torch.isfinite(x.grad.float()).all()
+
+
 def test_bad_params_raise():
     with pytest.raises(ValueError):
         GRPOLossParams(aggregation="sum")

@@ -65,3 +65,17 @@ def write_knowledge(root: str) -> str:
 def toy_data(tmp_path_factory) -> dict:
     root = str(tmp_path_factory.mktemp("toy-data"))
     return {"train": write_grounding_set(root, 24), "knowledge": write_knowledge(root), "root": root}
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory) -> str:
+    """The synthetic world at its smallest: one seen and one unseen domain, 8 training samples each."""
+    from dprl.config import WorldConfig, load_config
+    from dprl.data.world import generate_world
+
+    out = str(tmp_path_factory.mktemp("small-world"))
+    generate_world(load_config(WorldConfig, None, [
+        f"output_dir={out}", "seen_domains=[aircraft]", "unseen_domains=[dog]", "train_per_domain=8",
+        "val_per_domain=1", "test_per_domain=1", "fgvr_train_per_domain=1", "fgvr_test_per_domain=1",
+        "workers=1"]), progress=False)
+    return out

@@ -260,3 +260,32 @@ def test_zero3_reference_is_partitioned_and_scores_like_the_policy(world, tmp_pa
     row = read_metrics(str(tmp_path / "z3" / "metrics.jsonl"))[0]
     assert row["train/kl"] == pytest.approx(0.0, abs=1e-7)  # gathered reference == policy at step 0
     assert row["staleness/abs_logp_diff_max"] < 1e-4
+
+
+def test_a_diverging_policy_stops_before_its_weights_are_saved_or_synced(world, tmp_path):
+    from dprl.train.finite import NonFiniteError
+    from dprl.train.grpo import GRPOTrainer
+
+    # lr=1e4 turns 27 of the 58 tensors NaN in the second update while its loss still reads
+    # as a small number (measured); the engine would then sample from a NaN policy.
+    t = GRPOTrainer(_cfg(world, tmp_path / "nan", "trainer.lr=1e4", "save_every=1"))
+    with pytest.raises(NonFiniteError, match=r"at step 2: .*weight tensors hold nan or inf"
+                                             r".*last good state \(step 1\).*lower trainer.lr"):
+        t.train()
+    with open(tmp_path / "nan" / "state" / "trainer.json") as fh:
+        assert json.load(fh)["step"] == 1
+    assert not (tmp_path / "nan" / "final").exists()
+    assert all(bool(torch.isfinite(p).all()) for p in t.rollout.model.parameters())
+
+
+def test_a_shorter_rerun_never_overwrites_a_finished_run(world, tmp_path):
+    from dprl.train.checkpoint import RunStateError
+    from dprl.train.grpo import GRPOTrainer, run_grpo
+
+    out = tmp_path / "done"
+    GRPOTrainer(_cfg(world, out, "steps=2", "save_every=0")).train()
+    files = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(RunStateError, match=r"already holds step 2 of 2 \(finished\).*steps"):
+        GRPOTrainer(_cfg(world, out, "steps=1", "save_every=0"))
+    assert run_grpo(_cfg(world, out, "steps=2", "save_every=0")) == {}  # the same run: nothing to do
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == files

@@ -9,22 +9,13 @@ import pytest
 
 from cli_runner import child_env
 
-from dprl.config import WorldConfig, load_config
-
 pytestmark = pytest.mark.vllm
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    from dprl.data.world import generate_world
-
-    out = str(tmp_path_factory.mktemp("world"))
-    generate_world(load_config(WorldConfig, None, [
-        f"output_dir={out}", "seen_domains=[aircraft]", "unseen_domains=[dog]", "train_per_domain=8",
-        "val_per_domain=1", "test_per_domain=1", "fgvr_train_per_domain=1", "fgvr_test_per_domain=1",
-        "workers=1"]), progress=False)
-    return out
+def world(small_world):
+    return small_world
 
 
 def _grpo(world, out, nproc=1, *extra):

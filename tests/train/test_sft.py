@@ -141,3 +141,61 @@ def test_bad_sft_config_fails_before_any_work(tmp_path):
                   "data.knowledge_path=")
     assert res.returncode == 2 and "data.knowledge_path" in res.stderr
     assert not out.exists()
+
+
+def _files(run_dir):
+    """{path: (size, mtime)} of every file a run left, to show a refused rerun touched nothing."""
+    out = {}
+    for root, _, names in os.walk(run_dir):
+        for name in names:
+            st = os.stat(os.path.join(root, name))
+            out[os.path.relpath(os.path.join(root, name), run_dir)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def test_a_shorter_rerun_never_overwrites_a_finished_run(tmp_path, toy_data, tiny_model_dir):
+    from dprl.train.checkpoint import RunStateError
+    from dprl.train.sft import run_sft
+
+    out = tmp_path / "run"
+
+    def cfg(*extra):
+        return load_config(SFTConfig, None, _overrides(out, toy_data, tiny_model_dir, "trainer.zero_stage=0",
+                                                       "trainer.micro_batch_size=1", "trainer.lr=1e-3", *extra))
+
+    run_sft(cfg("max_steps=4"))
+    finished = _files(out)
+    # Fewer steps than are done: the finished state and final/ stay exactly as they were.
+    with pytest.raises(RunStateError, match=r"already holds step 4 of 4 \(finished\).*max_steps"):
+        run_sft(cfg("max_steps=2"))
+    assert _files(out) == finished
+    # The same command again: finished and exported, so there is nothing to do or write.
+    again = run_sft(cfg("max_steps=4"))
+    assert (again["start_step"], again["steps"], again["final_dir"]) == (4, 4, str(out / "final"))
+    assert _files(out) == finished
+    # Starting over in place would overwrite it too.
+    with pytest.raises(RunStateError, match="new output_dir"):
+        run_sft(cfg("max_steps=4", "resume=false"))
+    assert _files(out) == finished
+    # A pointer to a save that is gone fails naming it, not inside DeepSpeed.
+    tag = json.load(open(out / "state" / "trainer.json"))["tag"]
+    import shutil
+
+    shutil.rmtree(out / "state" / tag)
+    with pytest.raises(RunStateError, match=f"state/{tag} is missing"):
+        run_sft(cfg("max_steps=6"))
+
+
+def test_a_diverging_run_stops_and_keeps_the_last_good_state(tmp_path, toy_data, tiny_model_dir):
+    from dprl.train.finite import NonFiniteError
+    from dprl.train.sft import run_sft
+
+    out = tmp_path / "run"
+    # lr=1e4 overflows the gradients of the second step (measured: grad norm nan under ZeRO-0).
+    with pytest.raises(NonFiniteError, match=r"at step 2: .*grad norm is (nan|inf).*last good state \(step 1\)"
+                                             r".*lower trainer.lr"):
+        run_sft(load_config(SFTConfig, None, _overrides(out, toy_data, tiny_model_dir, "max_steps=4", "save_every=1",
+                                                        "trainer.zero_stage=0", "trainer.micro_batch_size=1",
+                                                        "trainer.lr=1e4")))
+    assert json.load(open(out / "state" / "trainer.json"))["step"] == 1
+    assert not (out / "final").exists()

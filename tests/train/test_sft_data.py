@@ -1,9 +1,11 @@
 """SFT data: loss only on the reply, and padded batches that give every row the positions and the
 loss it has alone (mRoPE included)."""
+import json
+
 import pytest
 import torch
 
-from dprl.data.sft import IGNORE_INDEX, collate, encode, load_grounding, load_knowledge
+from dprl.data.sft import IGNORE_INDEX, collate, encode, load_grounding, load_grounding_samples, load_knowledge
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +81,14 @@ def test_missing_fields_and_images_are_named(tmp_path, toy_data):
     bad.write_text('{"question_id": "q1", "prompt": "hi", "image": "x.png"}\n')
     with pytest.raises(ValueError, match="response"):
         load_grounding(str(bad))
+    # A sample whose image is missing is set aside by id; a file with nothing else fails naming it.
     bad.write_text('{"question_id": "q1", "prompt": "hi", "response": "yo", "image": "x.png"}\n')
-    with pytest.raises(FileNotFoundError, match="q1.*x.png"):
+    with pytest.raises(ValueError, match="no usable samples.*q1: image .*x.png' does not exist"):
         load_grounding(str(bad))
+    good = open(toy_data["train"]).readline().strip()
+    row = json.loads(good)
+    bad.write_text(json.dumps(dict(row, image=f"{toy_data['root']}/{row['image']}")) + "\n" +
+                   '{"question_id": "q1", "prompt": "hi", "response": "yo", "image": "x.png"}\n')
+    convs, set_aside = load_grounding_samples(str(bad))
+    assert [c.sample_id for c in convs] == [row["question_id"]]
+    assert [b["question_id"] for b in set_aside] == ["q1"] and "x.png" in set_aside[0]["error"]
