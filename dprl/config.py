@@ -650,8 +650,10 @@ class EvalDataConfig:
     task: Literal["kvg", "fgvr"] = "kvg"
     domains: list[str] = field(default_factory=list)  # empty: all
     max_per_domain: int = 0  # 0: all samples
-    # Which domains count as seen when a sample has no `seen` field (KVG-Bench's split).
-    seen_domains: list[str] = field(default_factory=lambda: ["aircraft", "car", "reptile", "bird", "food"])
+    # Which domains count as seen when a sample has no `seen` field (KVG-Bench's split; its
+    # category is spelt "reptilia", the world's domain "reptile").
+    seen_domains: list[str] = field(default_factory=lambda: ["aircraft", "car", "reptile", "reptilia", "bird",
+                                                             "food"])
 
     def check(self, key: str) -> None:
         _require(bool(self.path), f"{key}path", "a .jsonl, .json or .parquet file", self.path)

@@ -68,7 +68,19 @@ def load_rows(path: str):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"data file {path!r} does not exist")
     kind = "parquet" if path.endswith(".parquet") else "json"
-    return load_dataset(kind, data_files={"test": path}, split="test")
+    return undecoded(load_dataset(kind, data_files={"test": path}, split="test"))
+
+
+def undecoded(rows):
+    """`rows` with its image columns left as {"bytes", "path"} dicts (open_image decodes them one
+    at a time): reading the rows must not decode every picture, nor stop at the first corrupt one,
+    which is then only its own sample's problem."""
+    from datasets import Image
+
+    for name, feature in rows.features.items():
+        if isinstance(feature, Image) and feature.decode:
+            rows = rows.cast_column(name, Image(decode=False))
+    return rows
 
 
 def open_image(image, image_root: str):

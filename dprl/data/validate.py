@@ -15,7 +15,7 @@ import json
 import os
 
 from dprl.config import ConfigError
-from dprl.data.kvg import image_source
+from dprl.data.kvg import image_source, undecoded
 
 # Qwen2-VL's smart_resize (transformers, image_processing_qwen2_vl.py) raises for a long side more
 # than 200 times the short side; Qwen2.5-VL uses the same function.
@@ -86,7 +86,7 @@ def _json_lines(path: str, text: str) -> list[dict]:
 def read_table(path: str):
     """A parquet file as a `datasets.Dataset` whose image columns stay undecoded ({"bytes", "path"}
     dicts): iterating must not decode every picture, nor die on the first one that is corrupt."""
-    from datasets import Image, load_dataset
+    from datasets import load_dataset
     from datasets.exceptions import DatasetGenerationError
 
     if os.path.getsize(path) == 0:
@@ -95,9 +95,7 @@ def read_table(path: str):
         rows = load_dataset("parquet", data_files={"train": path}, split="train")
     except (ValueError, DatasetGenerationError) as err:  # pyarrow's ArrowInvalid is a ValueError
         raise DataError(f"{path!r} is not a readable parquet file ({err})") from None
-    for name, feature in rows.features.items():
-        if isinstance(feature, Image) and feature.decode:
-            rows = rows.cast_column(name, Image(decode=False))
+    rows = undecoded(rows)
     if len(rows) == 0:
         raise DataError(f"{path!r} has no samples (0 rows)")
     return rows
