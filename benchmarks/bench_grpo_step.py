@@ -1,7 +1,7 @@
 """The GRPO step, phase by phase: this tree against another revision of dprl on the same work.
 
     python benchmarks/bench_grpo_step.py [--size 30m|tiny] [--model DIR] [--baseline REV|none]
-                                         [--trl] [--steps 4] [--rounds 2]
+                                         [--trl] [--variant NAME:KEY=VALUE,...] [--steps 4] [--rounds 2]
 
 Both contenders run `dprl grpo` on the same model directory, the same prompts and images in the
 same order, the same sampling seed, G = 8 completions of at most 112 tokens for each of 8 prompts
@@ -11,7 +11,10 @@ out. From the run's own per-phase timers (metrics.jsonl) it reports median secon
 "ref + update" (with this tree's batch preparation counted in: processor, image features and
 row building), completion tokens per step, and the baseline/this ratio per pair of runs.
 With --trl, TRL's GRPOTrainer (benchmarks/trl_grpo.py) runs the same work as a third contender
-and its whole-step time is compared; its phases are not split.
+and its whole-step time is compared; its phases are not split. Each --variant runs this tree
+again with its overrides (say `bf16-rollout:model.dtype=bfloat16` for bf16 rollouts with fp32
+training, or `compiled:rollout.enforce_eager=false`), and `logp_diff_max` shows what the change
+costs in sampler/trainer agreement.
 
 The baseline revision (default: the commit before the shared-prompt rows) is checked out as a
 git worktree beside the build; the compiled reward extension is copied from this tree when the
@@ -113,7 +116,10 @@ def summarize(name: str, rows: list[dict]) -> dict:
             "step_s": statistics.median(r["time/step_s"] for r in rows),
             "completion_tokens": statistics.median(n * 64 for n in lengths),
             "length_mean": statistics.median(lengths),
-            "peak_rss_gib": max(r["memory/peak_gib"] for r in rows)}
+            "peak_rss_gib": max(r["memory/peak_gib"] for r in rows),
+            # How far the sampler's log-probs are from the trainer's (rollout dtype, compilation).
+            "logp_diff_max": max((r["staleness/abs_logp_diff_max"] for r in rows
+                                  if "staleness/abs_logp_diff_max" in r), default=float("nan"))}
 
 
 def _ratios(per_round: dict, other: str, key: str) -> list[float]:
@@ -131,6 +137,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4, help="steps per process (the first is a warm-up)")
     ap.add_argument("--rounds", type=int, default=2, help="processes per contender, in turns")
     ap.add_argument("--work", help="scratch directory (default: a temporary one)")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+                    help="also run this tree with these overrides, e.g. "
+                         "'bf16-rollout:model.dtype=bfloat16' (repeatable)")
     args = ap.parse_args()
     work = args.work or tempfile.mkdtemp(prefix="bench-grpo-")
     model, data = prepare_inputs(work, args.size, args.model)
@@ -140,6 +149,10 @@ def main() -> None:
     if args.baseline != "none":
         tree = baseline_tree(work, args.baseline)
         contenders[base] = lambda out: run_contender(tree, out, model, data, args.steps, [])
+    for spec in args.variant:
+        name, _, overrides = spec.partition(":")
+        extra = [o for o in overrides.split(",") if o]
+        contenders[f"dprl+{name}"] = lambda out, extra=extra: run_contender(ROOT, out, model, data, args.steps, extra)
     if args.trl:
         contenders["trl"] = lambda out: run_trl(out, model, data, args.steps)
     per_round: dict[str, list[list[dict]]] = {k: [] for k in contenders}
@@ -170,7 +183,7 @@ def main() -> None:
                 print(f"{other} / dprl per round, whole step: {', '.join(f'{p:.2f}x' for p in steps_)}"
                       + (f"; ref + update: {', '.join(f'{p:.2f}x' for p in work_)}" if other == base else ""))
     print_table(rows, ["contender", "steps", "rollout_s", "prepare_s", "ref_s", "update_s", "ref_update_s",
-                       "sync_s", "step_s", "length_mean", "peak_rss_gib"])
+                       "sync_s", "step_s", "length_mean", "peak_rss_gib", "logp_diff_max"])
     append_rows("grpo_step", rows)
     print(json.dumps(rows[0]))
 

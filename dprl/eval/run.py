@@ -284,8 +284,9 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict:
     for c in cfg.checkpoints:  # before `pending`: predictions of another model do not count
         check_predictions(cfg, c, _predictions_path(cfg, c))
     t0 = time.perf_counter()
-    pending = [i for i, c in enumerate(cfg.checkpoints)
-               if any(s.question_id not in read_predictions(_predictions_path(cfg, c)) for s in samples)]
+    wanted_ids = {s.question_id for s in samples}
+    pending = [i for i, c in enumerate(cfg.checkpoints)  # each file read once, not once per sample
+               if not wanted_ids <= read_predictions(_predictions_path(cfg, c)).keys()]
     for i in pending:
         if cfg.rollout.backend == "vllm" and len(pending) > 1:
             # One vLLM engine per process: each checkpoint gets a fresh one.
