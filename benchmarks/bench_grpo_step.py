@@ -1,7 +1,7 @@
 """The GRPO step, phase by phase: this tree against another revision of dprl on the same work.
 
     python benchmarks/bench_grpo_step.py [--size 30m|tiny] [--model DIR] [--baseline REV|none]
-                                         [--trl] [--variant NAME:KEY=VALUE,...] [--steps 4] [--rounds 2]
+                                         [--trl] [--trl-vllm] [--variant NAME:KEY=VALUE,...] [--steps 4] [--rounds 2]
 
 Both contenders run `dprl grpo` on the same model directory, the same prompts and images in the
 same order, the same sampling seed, G = 8 completions of at most 112 tokens for each of 8 prompts
@@ -11,7 +11,8 @@ out. From the run's own per-phase timers (metrics.jsonl) it reports median secon
 "ref + update" (with this tree's batch preparation counted in: processor, image features and
 row building), completion tokens per step, and the baseline/this ratio per pair of runs.
 With --trl, TRL's GRPOTrainer (benchmarks/trl_grpo.py) runs the same work as a third contender
-and its whole-step time is compared; its phases are not split. Each --variant runs this tree
+and its whole-step time is compared; its phases are not split. --trl-vllm does the same with
+TRL's colocated vLLM sampler (trl_grpo.py --vllm) as the contender `trl-vllm`. Each --variant runs this tree
 again with its overrides (say `bf16-rollout:model.dtype=bfloat16` for bf16 rollouts with fp32
 training, or `compiled:rollout.enforce_eager=false`), and `logp_diff_max` shows what the change
 costs in sampler/trainer agreement.
@@ -95,11 +96,13 @@ def run_contender(tree: str, out: str, model: str, data: str, steps: int, extra:
     return rows[1:]
 
 
-def run_trl(out: str, model: str, data: str, steps: int) -> list[dict]:
-    """TRL's GRPOTrainer (benchmarks/trl_grpo.py) in its own process -> rows after the warm-up."""
+def run_trl(out: str, model: str, data: str, steps: int, vllm: bool = False) -> list[dict]:
+    """TRL's GRPOTrainer (benchmarks/trl_grpo.py; with `vllm`, its colocated vLLM sampler) in its
+    own process -> rows after the warm-up."""
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "trl.json")
-    _run([sys.executable, os.path.join(HERE, "trl_grpo.py"), model, data, path, f"--steps={steps}"])
+    _run([sys.executable, os.path.join(HERE, "trl_grpo.py"), model, data, path, f"--steps={steps}",
+          *(["--vllm"] if vllm else [])])
     with open(path) as fh:
         res = json.load(fh)
     lengths = res["length_mean"] or [float("nan")] * len(res["step_s"])
@@ -134,6 +137,8 @@ def main() -> None:
     ap.add_argument("--model", help="a checkpoint directory instead of a fresh model of --size")
     ap.add_argument("--baseline", default=BASELINE, help="git revision to compare against ('none': skip)")
     ap.add_argument("--trl", action="store_true", help="also run TRL's GRPOTrainer (pip install -e .[bench])")
+    ap.add_argument("--trl-vllm", action="store_true",
+                    help="also run TRL's GRPOTrainer with its colocated vLLM sampler (needs vllm)")
     ap.add_argument("--steps", type=int, default=4, help="steps per process (the first is a warm-up)")
     ap.add_argument("--rounds", type=int, default=2, help="processes per contender, in turns")
     ap.add_argument("--work", help="scratch directory (default: a temporary one)")
@@ -155,6 +160,8 @@ def main() -> None:
         contenders[f"dprl+{name}"] = lambda out, extra=extra: run_contender(ROOT, out, model, data, args.steps, extra)
     if args.trl:
         contenders["trl"] = lambda out: run_trl(out, model, data, args.steps)
+    if args.trl_vllm:
+        contenders["trl-vllm"] = lambda out: run_trl(out, model, data, args.steps, vllm=True)
     per_round: dict[str, list[list[dict]]] = {k: [] for k in contenders}
     try:
         for r in range(args.rounds):
