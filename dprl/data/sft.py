@@ -65,11 +65,28 @@ def _sample_id(row: dict, i: int, key: str, prefix: str) -> str:
     return str(row[key]) if row.get(key) is not None else f"{prefix}-{i}"
 
 
-def _keep(convs: list, bad: list, path: str) -> tuple[list[Conversation], list[dict]]:
-    if not convs:
+def _convert(rows, to_conversation, id_field: tuple[str, str], screen, max_samples: int,
+             path: str) -> tuple[list[Conversation], list[dict]]:
+    """(conversations, samples set aside) from `rows` in file order: `to_conversation(row, sid)`
+    and `screen(conv)` raise ValueError/OSError for a sample that cannot be used; at most
+    `max_samples` are kept (0: all). A sample is named by its `id_field[0]`, else `id_field[1]-N`."""
+    out, bad = [], []
+    for i, row in enumerate(rows):
+        if max_samples and len(out) >= max_samples:
+            break
+        sid = _sample_id(row, i, *id_field)
+        try:
+            conv = to_conversation(row, sid)
+            if screen is not None:
+                screen(conv)
+        except (ValueError, OSError) as err:
+            bad.append(bad_sample(sid, str(err)))
+            continue
+        out.append(conv)
+    if not out:
         first = f" ({len(bad)} bad, first: {bad[0]['question_id']}: {bad[0]['error']})" if bad else ""
         raise DataError(f"no usable samples in {path!r}{first}")
-    return convs, bad
+    return out, bad
 
 
 def load_grounding_samples(path: str, image_root: str = "", max_samples: int = 0,
@@ -92,20 +109,8 @@ def load_grounding_samples(path: str, image_root: str = "", max_samples: int = 0
                             "prompt/response/image rows, or ShareGPT messages/images records)")
     to_conversation = _sharegpt_conversation if sharegpt else _row_conversation
     root = image_root or os.path.dirname(os.path.abspath(path))
-    out, bad = [], []
-    for i, row in enumerate(rows):
-        if max_samples and len(out) >= max_samples:
-            break
-        sid = _sample_id(row, i, "question_id", "row")
-        try:
-            conv = to_conversation(row, sid, root)
-            if screen is not None:
-                screen(conv)
-        except (ValueError, OSError) as err:
-            bad.append(bad_sample(sid, str(err)))
-            continue
-        out.append(conv)
-    return _keep(out, bad, path)
+    return _convert(rows, lambda row, sid: to_conversation(row, sid, root), ("question_id", "row"),
+                    screen, max_samples, path)
 
 
 def load_grounding(path: str, image_root: str = "", max_samples: int = 0) -> list[Conversation]:
@@ -120,18 +125,9 @@ def load_knowledge_samples(path: str, screen=None) -> tuple[list[Conversation], 
     missing = [f for f in ("question", "answer") if f not in columns]
     if missing:
         raise DataError(f"{path!r} lacks the knowledge field(s) {missing}; it has {columns}")
-    out, bad = [], []
-    for i, row in enumerate(rows):
-        sid = _sample_id(row, i, "id", "kb")
-        try:
-            conv = Conversation(_text_field(row, "question"), _text_field(row, "answer"), None, sid)
-            if screen is not None:
-                screen(conv)
-        except (ValueError, OSError) as err:
-            bad.append(bad_sample(sid, str(err)))
-            continue
-        out.append(conv)
-    return _keep(out, bad, path)
+    return _convert(rows, lambda row, sid: Conversation(_text_field(row, "question"),
+                                                         _text_field(row, "answer"), None, sid),
+                    ("id", "kb"), screen, 0, path)
 
 
 def load_knowledge(path: str) -> list[Conversation]:

@@ -63,7 +63,10 @@ def describe_non_finite_weights(module: torch.nn.Module, show: int = 3) -> str:
     """"27 of 58 weight tensors hold nan or inf (e.g. a, b, c)" ('' when all are finite).
     All ranks call it and agree; a rank reports the tensors of its own shard."""
     named = list(module.named_parameters())
-    bad = [name for name, p in named if not bool(torch.isfinite(_local_tensor(p)).all())]
+    # One flag per tensor, read back in one transfer (not one device sync per tensor): the check
+    # runs every GRPO step.
+    finite = torch.stack([torch.isfinite(_local_tensor(p)).all() for _, p in named]).tolist() if named else []
+    bad = [name for (name, _), ok in zip(named, finite) if not ok]
     if not any_rank(bool(bad)):
         return ""
     if not bad:
