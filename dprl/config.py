@@ -263,6 +263,11 @@ class SFTDataConfig:
     # Knowledge samples added to every micro-batch, on top of micro_batch_size grounding samples
     # (never instead of them: under ZeRO-3 every rank must run the vision tower every micro-batch).
     knowledge_per_batch: int = 0
+    # Share of knowledge samples asked next to a picture drawn from the grounding training set
+    # (which shows other entities, or the same one by chance; never an unseen domain). A model
+    # that met knowledge only as text recalls it only without a picture: with one in the prompt
+    # it reads the look off the picture instead (dprl.train.batches.BatchPlan.pictures).
+    knowledge_picture_share: float = 0.0
     max_samples: int = 0  # 0: all grounding samples
     max_length: int = 1024  # tokens per sample, images expanded; longer replies are cut
     shuffle: bool = True
@@ -279,6 +284,8 @@ class SFTDataConfig:
         _require(not self.knowledge_per_batch or bool(self.knowledge_path), f"{key}knowledge_path",
                  f"a knowledge corpus file when knowledge_per_batch={self.knowledge_per_batch}",
                  self.knowledge_path)
+        _require(0.0 <= self.knowledge_picture_share <= 1.0, f"{key}knowledge_picture_share",
+                 "a share in [0, 1]", self.knowledge_picture_share)
         _require(self.max_samples >= 0, f"{key}max_samples", "a count >= 0 (0: all)", self.max_samples)
         _require(self.max_length >= 16, f"{key}max_length", "at least 16 tokens", self.max_length)
 
@@ -559,7 +566,7 @@ class WorldConfig:
     box_format: Literal["norm1000", "pixels"] = "norm1000"  # Qwen2-VL 0-1000, or image pixels
     # "grid": one entity per cell of a grid_size x grid_size grid, off-centre by up to
     # cell_jitter of the room left in the cell, and the chain of thought visits the cells in
-    # reading order ("top left: purple dark wings, no. top right: none. ..."). A grid makes the
+    # reading order ("top left: purple dark marks, no. top right: none. ..."). A grid makes the
     # box a function of a named cell, which a model too small to regress free positions can
     # learn. "free": entities anywhere (non-overlapping), named left to right.
     layout: Literal["free", "grid"] = "grid"
@@ -570,6 +577,9 @@ class WorldConfig:
     # Qwen2-VL's vision tower encodes position only relatively (2-D RoPE), so a tiny one cannot
     # tell where a patch is; the tint writes position into every background patch's pixels.
     position_tint: float = 0.5
+    # The knowledge corpus states each category's look also as the first sentence of a chain of
+    # thought after the grounding question (dprl.data.world.knowledge): no picture, no box.
+    corpus_recall: bool = True
     train_per_domain: int = 800
     val_per_domain: int = 40
     test_per_domain: int = 100
@@ -663,6 +673,28 @@ class EvalDataConfig:
                  self.max_per_domain)
 
 
+@dataclass
+class KnowledgeProbeConfig:
+    """The knowledge probe (dprl.eval.knowledge_probe): text-only questions about each entity of
+    a knowledge file, asked with the same engine and greedy decoding as the grounding questions;
+    the table then shows which entities each model knows and Acc@0.5 on known vs unknown ones."""
+
+    path: str = ""  # JSONL, one row per entity (the world's knowledge_base.jsonl); empty: no probe
+    kind: Literal["look", "choice"] = "look"  # open question scored by attributes, or a letter
+    question: str = "What does the {entity} look like?"  # the look probe's question
+    choices: int = 4  # options per choice question
+    max_tokens: int = 48
+    seed: int = 0  # the order of the options
+
+    def check(self, key: str) -> None:
+        if self.path:
+            _require(self.path.endswith(".jsonl"), f"{key}path", "a .jsonl file", self.path)
+        _require("{entity}" in self.question, f"{key}question", "a template with {entity}",
+                 self.question)
+        _require(2 <= self.choices <= 8, f"{key}choices", "2 to 8 options", self.choices)
+        _require(self.max_tokens >= 1, f"{key}max_tokens", "at least 1", self.max_tokens)
+
+
 def _greedy_rollout() -> "RolloutConfig":
     return RolloutConfig(n=1, temperature=0.0, logprobs=False, max_tokens=96)
 
@@ -691,6 +723,7 @@ class EvalConfig:
     scorer: Literal["dprl", "official"] = "dprl"
     # Trivial baselines scored from the data alone (needs the world's `candidates` field).
     baselines: list[Literal["random_entity", "largest_entity"]] = field(default_factory=list)
+    probe: KnowledgeProbeConfig = field(default_factory=KnowledgeProbeConfig)
 
     def check(self, key: str) -> None:
         _require(bool(self.output_dir), f"{key}output_dir", "a directory path", self.output_dir)

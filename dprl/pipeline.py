@@ -66,7 +66,8 @@ def stage_configs(cfg: PipelineConfig) -> dict:
     checkpoints = [CheckpointConfig(name, path) for name, path, stage in candidates
                    if stage in cfg.stages or os.path.isdir(path)]
     ev = rep(cfg.eval, output_dir=os.path.join(out, "eval"),
-             data=rep(cfg.eval.data, path=os.path.join(data, "kvg_test.jsonl")), checkpoints=checkpoints)
+             data=rep(cfg.eval.data, path=os.path.join(data, "kvg_test.jsonl")), checkpoints=checkpoints,
+             probe=rep(cfg.eval.probe, path=os.path.join(data, "knowledge_base.jsonl") if cfg.eval.probe.path else ""))
     return {"world": world, "sft": sft, "grpo": grpo, "eval": ev}
 
 

@@ -14,6 +14,10 @@ def test_stage_paths_link_the_stages(tmp_path):
     assert s["grpo"].model.path == os.path.join(s["sft"].output_dir, "final")
     assert s["grpo"].data.path == os.path.join(world, "kvg_train.jsonl")
     assert s["eval"].data.path == os.path.join(world, "kvg_test.jsonl")
+    assert s["eval"].probe.path == os.path.join(world, "knowledge_base.jsonl")
+    no_probe = stage_configs(load_config(PipelineConfig, "configs/pipeline_tiny.yaml",
+                                         [f"output_dir={tmp_path}", "eval.probe.path="]))
+    assert no_probe["eval"].probe.path == ""
     assert [c.name for c in s["eval"].checkpoints] == ["untrained", "cot-sft", "cot-sft+grpo"]
     # The stage settings of the YAML survive the wiring.
     assert s["sft"].trainer.lr == cfg.sft.trainer.lr and s["grpo"].steps == cfg.grpo.steps

@@ -2,8 +2,9 @@
 
 Ten domains mirror KVG-Bench's five seen and five unseen ones. A domain is a body plan (every
 entity of the domain has the same parts); its categories differ only in two attributes, the body
-colour and one domain-specific mark (striped back, dark wings, white roof, ...). Both attributes
-are drawn large on purpose: the tiny model sees a 112x112 picture as 8x8 patches of 14 pixels,
+colour and one domain-specific mark (striped back, dark wings, white roof, ...), which a chain of
+thought names in words every domain shares ("dark marks"). Both attributes are drawn large on
+purpose: the tiny model sees a 112x112 picture as 8x8 patches of 14 pixels,
 so a difference has to cover a good part of a patch to be visible at all. Category names are
 made-up words, so only the knowledge base links a name to an appearance.
 """
@@ -32,30 +33,29 @@ COLOURS = {
 DARK = (35, 30, 30)
 WHITE = (250, 250, 250)
 
-# Per domain: width/height ratio of an entity's box, and the two forms of its mark
-# (short form for the chain of thought, long form for the field guide).
+# Per domain: width/height ratio of an entity's box, and the field-guide wording of its two
+# marks (plain, marked). What one *sees* is said in words shared by every domain ("plain",
+# "dark marks", "white marks", see MARK_LOOKS): a chain of thought that reads "dark wings" on
+# aircraft and "banded shell" on molluscs has no word for a mark in a domain it never grounded,
+# while "dark marks" names the same visual fact (a dark patch on the body colour) everywhere,
+# so the skill of seeing it can carry to unseen domains.
 _MARKS = {
-    "aircraft": (1.4, ("plain wings", "wings the same colour as the body"),
-                 ("dark wings", "black wings")),
-    "car": (1.4, ("plain roof", "a roof the same colour as the body"),
-            ("white roof", "a white roof")),
-    "reptile": (1.6, ("plain back", "an unmarked back"),
-                ("striped back", "dark stripes across the back")),
-    "bird": (1.0, ("plain head", "a head the same colour as the body"),
-             ("dark head", "a black head")),
-    "food": (1.0, ("plain top", "a smooth top"),
-             ("dotted top", "dark dots on top")),
-    "dog": (1.3, ("plain coat", "a coat of one colour"),
-            ("white belly", "a large white belly patch")),
-    "mollusc": (1.0, ("plain shell", "a shell of one colour"),
-                ("banded shell", "dark rings on the shell")),
-    "mammal": (1.3, ("plain fur", "fur of one colour"),
-               ("white spots", "big white spots")),
-    "flower": (1.0, ("white centre", "a white centre"),
-               ("dark centre", "a black centre")),
-    "landmark": (0.7, ("flat top", "a flat top"),
-                 ("domed top", "a black dome on top")),
+    "aircraft": (1.4, "wings the same colour as the body", "black wings"),
+    "car": (1.4, "a roof the same colour as the body", "a white roof"),
+    "reptile": (1.6, "an unmarked back", "dark stripes across the back"),
+    "bird": (1.0, "a head the same colour as the body", "a black head"),
+    "food": (1.0, "a smooth top", "dark dots on top"),
+    "dog": (1.3, "a coat of one colour", "a large white belly patch"),
+    "mollusc": (1.0, "a shell of one colour", "dark rings on the shell"),
+    "mammal": (1.3, "fur of one colour", "big white spots"),
+    "flower": (1.0, "petals of one colour", "a black centre"),
+    "landmark": (0.7, "a flat top", "a black dome on top"),
 }
+# The tone of each domain's mark as drawn (DARK or WHITE below).
+_MARK_TONE = {"aircraft": "dark", "car": "white", "reptile": "dark", "bird": "dark", "food": "dark",
+              "dog": "white", "mollusc": "dark", "mammal": "white", "flower": "dark", "landmark": "dark"}
+# Every short mark word a chain of thought can use.
+MARK_LOOKS = ("plain", "dark marks", "white marks")
 
 _SYLLABLES = ("ka", "lo", "mi", "ru", "ze", "ta", "vo", "ni", "pe", "sha", "dri", "qu", "fe",
               "bo", "lin", "tor", "wex", "gal", "mor", "zun", "ish", "ul", "ax", "en")
@@ -72,15 +72,16 @@ class Category:
 
     @property
     def mark_short(self) -> str:
-        return _MARKS[self.domain][1 + self.mark][0]
+        """The mark in the words shared by all domains: "plain", "dark marks" or "white marks"."""
+        return f"{_MARK_TONE[self.domain]} marks" if self.mark else "plain"
 
     @property
     def mark_long(self) -> str:
-        return _MARKS[self.domain][1 + self.mark][1]
+        return _MARKS[self.domain][1 + self.mark]
 
     @property
     def short(self) -> str:
-        """What one sees, in three or four words: "red dark wings"."""
+        """What one sees, in two or three words: "red dark marks"."""
         return f"{self.colour} {self.mark_short}"
 
     def description(self) -> str:
@@ -202,7 +203,8 @@ def _mammal(d, box, body, mark, flip):
 def _flower(d, box, body, mark, flip):
     for fx, fy in ((0.25, 0.0), (0.0, 0.25), (0.5, 0.25), (0.25, 0.5)):
         d.ellipse(_frac(box, fx, fy, fx + 0.5, fy + 0.5), fill=body)  # petals
-    d.ellipse(_frac(box, 0.32, 0.32, 0.68, 0.68), fill=DARK if mark else WHITE)
+    if mark:  # a plain flower has no centre of another colour: white would read as a mark
+        d.ellipse(_frac(box, 0.32, 0.32, 0.68, 0.68), fill=DARK)
 
 
 def _landmark(d, box, body, mark, flip):

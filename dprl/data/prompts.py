@@ -22,8 +22,13 @@ _GT_BOX = re.compile(r"\(\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*\)\s*,\s
                      r"\(\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*\)")
 
 
+def entity_ref(entity: str) -> str:
+    """The entity as a grounding question names it: "<|object_ref_start|>the X<|object_ref_end|>"."""
+    return f"<|object_ref_start|>the {entity}<|object_ref_end|>"
+
+
 def grounding_question(entity: str) -> str:
-    return f"Please locate <|object_ref_start|>the {entity}<|object_ref_end|> in the image."
+    return f"Please locate {entity_ref(entity)} in the image."
 
 
 def box_string(box) -> str:

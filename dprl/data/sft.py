@@ -30,6 +30,9 @@ class Conversation:
     response: str  # the assistant's reply (the SFT target)
     image: str | None = None  # an image file, or None for a text-only sample
     sample_id: str = ""
+    # The response is the start of a reply, not all of it: no end-of-turn token is learned
+    # after it (the knowledge corpus's recall rows: the first sentence of a chain of thought).
+    partial: bool = False
 
 
 def _read_rows(path: str) -> tuple:
@@ -119,20 +122,28 @@ def load_grounding(path: str, image_root: str = "", max_samples: int = 0) -> lis
 
 
 def load_knowledge_samples(path: str, screen=None) -> tuple[list[Conversation], list[dict]]:
-    """The text-only knowledge corpus (fields `question` and `answer`, no image), and the samples
-    set aside as {"question_id", "error"}."""
+    """The text-only knowledge corpus (fields `question` and `answer`, no image; a row with
+    `partial: true` answers with the start of a reply), and the samples set aside as
+    {"question_id", "error"}."""
     rows, columns = _read_rows(path)
     missing = [f for f in ("question", "answer") if f not in columns]
     if missing:
         raise DataError(f"{path!r} lacks the knowledge field(s) {missing}; it has {columns}")
     return _convert(rows, lambda row, sid: Conversation(_text_field(row, "question"),
-                                                         _text_field(row, "answer"), None, sid),
+                                                         _text_field(row, "answer"), None, sid,
+                                                         bool(row.get("partial"))),
                     ("id", "kb"), screen, 0, path)
 
 
 def load_knowledge(path: str) -> list[Conversation]:
     """The usable samples of `load_knowledge_samples` (no screening)."""
     return load_knowledge_samples(path)[0]
+
+
+def with_picture(question: Conversation, picture_of: Conversation) -> Conversation:
+    """A knowledge question asked next to `picture_of`'s picture (the reply does not change)."""
+    return Conversation(question.prompt, question.response, picture_of.image,
+                        f"{question.sample_id}@{picture_of.sample_id}", question.partial)
 
 
 def check_encodable(processor, conv: Conversation, max_length: int) -> None:
@@ -191,7 +202,9 @@ def encode(processor, conv: Conversation, max_length: int) -> dict:
     inputs = processor(text=[prompt_text(processor, conv)], images=images or None, return_tensors="pt")
     prompt_ids = inputs["input_ids"][0]  # (P,)
     tok = processor.tokenizer
-    reply = tok(conv.response, add_special_tokens=False)["input_ids"] + [tok.convert_tokens_to_ids("<|im_end|>")]
+    reply = tok(conv.response, add_special_tokens=False)["input_ids"]
+    if not conv.partial:
+        reply.append(tok.convert_tokens_to_ids("<|im_end|>"))
     reply_ids = torch.tensor(reply, dtype=prompt_ids.dtype)  # (R,)
     P = prompt_ids.numel()
     if P >= max_length:

@@ -23,7 +23,7 @@ import numpy as np
 
 from dprl.config import WorldConfig, save_config
 from dprl.data.domains import Category, aspect, draw_entity, make_categories
-from dprl.data.prompts import (R1_INSTRUCTION, R1_LETTER_INSTRUCTION, box_string,
+from dprl.data.prompts import (R1_INSTRUCTION, R1_LETTER_INSTRUCTION, box_string, entity_ref,
                                grounding_question)
 
 _ORDINALS = ("1st", "2nd", "3rd", "4th", "5th", "6th")
@@ -134,6 +134,13 @@ def _distractors(rng: random.Random, cfg: WorldConfig, target: Category, pool: l
     return chosen
 
 
+def plan_sentence(category: Category) -> str:
+    """The first sentence of a chain of thought: the named entity's look, recalled from knowledge.
+    The knowledge corpus says it in the same words ("Find the kalo: red, dark marks."), so
+    recalling the look of an entity known only from text is the same step as for a grounded one."""
+    return f"Find the {category.name}: {category.colour}, {category.mark_short}."
+
+
 def chain_of_thought(target: Category, cats: list[Category], boxes_px, answer_box,
                      cells: list[int] | None = None, grid_size: int = 0) -> str:
     """Plan (the named entity's known look) -> what each candidate looks like -> which one
@@ -141,16 +148,16 @@ def chain_of_thought(target: Category, cats: list[Category], boxes_px, answer_bo
 
     On a grid (`cells`: each candidate's cell index, row-major) the thought visits the cells in
     reading order, says what each holds and whether that is the look of the plan, and stops at
-    the match: "top left: purple dark wings, no. top right: none. bottom left: orange plain
-    wings, yes." Each step is local (the look of the cell being named; equal to the plan's or
+    the match: "top left: purple dark marks, no. top right: none. bottom left: orange plain,
+    yes." Each step is local (the look of the cell being named; equal to the plan's or
     not), and the box follows the cell it belongs to. A thought that lists the looks and then
-    names the match's cell ("The orange plain wings is at the bottom left") instead makes the
+    names the match's cell ("The orange plain is at the bottom left") instead makes the
     model find a look among earlier tokens and copy the label before it. With the scan, the tiny
     model after 3000 steps puts 71% of seen val targets in the right cell (2-4 entities; 84% of
     the cells' looks right); in the main job, the thought that listed looks sorted by colour
     had reached 17% Acc@0.5 after 500 SFT steps (not measured longer). Off the grid,
     candidates go left to right and the match is named by its rank."""
-    plan = f"<think>Find the {target.name}: {target.colour}, {target.mark_short}. "
+    plan = f"<think>{plan_sentence(target)} "
     t = cats.index(target)
     if cells is not None:
         held = {cell: cat for cat, cell in zip(cats, cells)}
@@ -249,14 +256,24 @@ def fgvr_sample(cfg: WorldConfig, split: str, domain: str, index: int, seen: boo
     }
 
 
-def knowledge(categories: dict[str, list[Category]], seen_domains) -> tuple[list[dict], list[dict]]:
-    """(knowledge base: one entry per category, corpus: question/answer pairs per category)."""
+def knowledge(categories: dict[str, list[Category]], seen_domains,
+              recall: bool = True) -> tuple[list[dict], list[dict]]:
+    """(knowledge base: one entry per category, corpus: question/answer pairs per category).
+
+    With `recall`, each category also has a recall row: the grounding question, answered with
+    only the first sentence of its chain of thought ("<think>Find the kalo: red, dark marks.",
+    `partial`: no end of turn follows). It is the one step of a thought that is knowledge, not
+    perception; no picture of the entity and no box come with it. Without it the tiny model
+    recalls an unseen entity's look when asked in the corpus's words (100% of colours) but not
+    after the grounding question (30%): what it learned from text stays with the text's wording."""
     base, corpus = [], []
     for domain, cats in categories.items():
         seen = domain in seen_domains
         for c in cats:
             base.append({"entity": c.name, "domain": domain, "seen": seen, "colour": c.colour,
-                         "mark": c.mark_long, "description": c.description()})
+                         "mark": c.mark_long, "description": c.description(),
+                         # what the knowledge probe checks an answer for (dprl.eval.knowledge_probe)
+                         "attributes": {"colour": c.colour, "mark": c.mark_long}})
             look_alike = [o.name for o in cats if o.colour == c.colour and o != c]
             qa = [
                 (f"What does the {c.name} look like?", c.description()),
@@ -264,13 +281,19 @@ def knowledge(categories: dict[str, list[Category]], seen_domains) -> tuple[list
                 (f"What marks the {c.name}?", f"The {c.name} has {c.mark_long}."),
                 (f"What kind of thing is the {c.name}?", f"The {c.name} is a {domain}."),
                 (f"Which {domain} is {c.short}?", f"The {c.name}."),
+                # the plan's own words, the entity named as a grounding question names it
+                (f"How do you find {entity_ref(c.name)}?", plan_sentence(c)),
             ]
             if look_alike:
                 qa.append((f"How do you tell the {c.name} from the {look_alike[0]}?",
                            f"Both are {c.colour}; the {c.name} has {c.mark_long}."))
-            for j, (q, a) in enumerate(qa):
+            rows = [{"question": q, "answer": a} for q, a in qa]
+            if recall:
+                rows.append({"question": grounding_question(c.name) + R1_INSTRUCTION,
+                             "answer": f"<think>{plan_sentence(c)}", "partial": True})
+            for j, row in enumerate(rows):
                 corpus.append({"id": f"kb-{c.name}-{j}", "domain": domain, "entity": c.name,
-                               "seen": seen, "question": q, "answer": a})
+                               "seen": seen} | row)
     return base, corpus
 
 
@@ -353,7 +376,7 @@ def generate_world(cfg: WorldConfig, progress: bool = True) -> dict:
     bar.close()
     for name, rows in files.items():
         _write_jsonl(os.path.join(root, f"{name}.jsonl"), rows)
-    base, corpus = knowledge(categories, cfg.seen_domains)
+    base, corpus = knowledge(categories, cfg.seen_domains, cfg.corpus_recall)
     _write_jsonl(os.path.join(root, "knowledge_base.jsonl"), base)
     _write_jsonl(os.path.join(root, "knowledge_corpus.jsonl"), corpus)
 

@@ -7,8 +7,9 @@ which it is built deterministically) and every setting that changes what is gene
 dtype, sampling, token limits, prompt mode and instruction text). Scoring settings (parse
 options, scorer, IoU threshold) are not part of it: stored answers are re-scored from their text.
 
-When the identity differs from the recorded one, the old predictions are moved aside to
-`predictions.<old digest>.jsonl` (never deleted) and the run starts fresh.
+When the identity differs from the recorded one, the old predictions (and knowledge-probe
+answers) are moved aside to `predictions.<old digest>.jsonl` (`probe.<old digest>.jsonl`),
+never deleted, and the run starts fresh.
 """
 from __future__ import annotations
 
@@ -140,17 +141,23 @@ def _set_aside(pred_path: str, tag: str) -> str:
     return aside
 
 
+# Answer files beside identity.json: the grounding predictions and the knowledge probe's answers.
+PROBE_FILE = "probe.jsonl"
+
+
 def check_predictions(cfg: EvalConfig, ckpt: CheckpointConfig, pred_path: str, log=print) -> None:
-    """Makes `pred_path` safe to resume: keeps it when it was made by this model and decoding,
-    else moves it aside and says why in one line. Then records the current identity."""
+    """Makes `pred_path` (and the probe answers beside it) safe to resume: keeps them when they
+    were made by this model and decoding, else moves them aside and says why in one line. Then
+    records the current identity."""
     folder = os.path.dirname(pred_path)
     os.makedirs(folder, exist_ok=True)
     previous = read_identity(folder)
     identity = current_identity(cfg, ckpt, previous)
-    has_predictions = os.path.isfile(pred_path) and os.path.getsize(pred_path) > 0
-    if has_predictions and (previous is None or digest(previous) != digest(identity)):
-        reason = (f"no {IDENTITY_FILE} says which model wrote them" if previous is None
-                  else _difference(previous, identity))
-        aside = _set_aside(pred_path, digest(previous) if previous else "unknown")
-        log(f"{ckpt.name}: starting fresh, {reason}; the old predictions are in {aside}")
+    stale = previous is None or digest(previous) != digest(identity)
+    for path in (pred_path, os.path.join(folder, PROBE_FILE)):
+        if stale and os.path.isfile(path) and os.path.getsize(path) > 0:
+            reason = (f"no {IDENTITY_FILE} says which model wrote them" if previous is None
+                      else _difference(previous, identity))
+            aside = _set_aside(path, digest(previous) if previous else "unknown")
+            log(f"{ckpt.name}: starting fresh, {reason}; the old answers are in {aside}")
     _write_identity(folder, identity)

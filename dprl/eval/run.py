@@ -21,9 +21,9 @@ from dataclasses import asdict
 from dprl.config import CheckpointConfig, EvalConfig, save_config
 from dprl.data.kvg import Sample, load_samples, open_image
 from dprl.data.prompts import DESCRIBE_TEMPLATE, R1_INSTRUCTION, R1_LETTER_INSTRUCTION, referred_entity
-from dprl.eval import official, scoring
+from dprl.eval import knowledge_probe, official, scoring
 from dprl.eval.child import run_in_child
-from dprl.eval.identity import check_predictions
+from dprl.eval.identity import PROBE_FILE, check_predictions
 from dprl.eval.report import markdown_table
 
 # Fields of a prediction row that scoring writes; re-scoring replaces all of them.
@@ -43,13 +43,19 @@ def question_text(cfg: EvalConfig, sample: Sample) -> str:
 
 def read_predictions(path: str) -> dict[str, dict]:
     """question_id -> prediction row; a line cut short by an interrupted run is ignored."""
+    return _read_keyed(path, lambda row: row["question_id"])
+
+
+def _read_keyed(path: str, key) -> dict:
+    """key(row) -> row for each JSON line of `path` (none if it is missing); a line cut short
+    by an interrupted run, or without the key's fields, is ignored."""
     rows = {}
     if os.path.isfile(path):
         with open(path) as fh:
             for line in fh:
                 try:
                     row = json.loads(line)
-                    rows[row["question_id"]] = row
+                    rows[key(row)] = row
                 except (json.JSONDecodeError, KeyError, TypeError):
                     continue
     return rows
@@ -173,7 +179,8 @@ def infer_checkpoint(cfg: EvalConfig, ckpt: CheckpointConfig, samples: list[Samp
     _drop_partial_line(pred_path)
     done = read_predictions(pred_path)
     todo = [s for s in samples if s.question_id not in done]
-    if not todo:
+    probe_todo = _probe_pending(cfg, ckpt)
+    if not todo and not probe_todo:
         return []
     model_path = _model_path(cfg, ckpt)
     processor = load_processor(model_path)
@@ -186,7 +193,7 @@ def infer_checkpoint(cfg: EvalConfig, ckpt: CheckpointConfig, samples: list[Samp
         return answer_text(processor.tokenizer, completion.token_ids)
 
     bad = []
-    bar = tqdm(total=len(todo), desc=f"eval {ckpt.name}", unit="sample", disable=not progress)
+    bar = tqdm(total=len(todo), desc=f"eval {ckpt.name}", unit="sample", disable=not progress or not todo)
     with open(pred_path, "a") as fh:
         for start in range(0, len(todo), cfg.batch_size):
             chunk = todo[start:start + cfg.batch_size]
@@ -201,7 +208,75 @@ def infer_checkpoint(cfg: EvalConfig, ckpt: CheckpointConfig, samples: list[Samp
                 bar.set_postfix(tok_s=f"{tokens / max(seconds, 1e-9):.0f}")
             bar.update(len(chunk))
     bar.close()
+    if probe_todo:
+        _ask_probe(cfg, ckpt, rollout, decode, probe_todo, progress)
     return bad
+
+
+def _probe_items(cfg: EvalConfig) -> list:
+    p = cfg.probe
+    entities = knowledge_probe.load_entities(p.path, cfg.data.seen_domains)
+    if p.kind == "look":
+        return knowledge_probe.look_items(entities, p.question)
+    return knowledge_probe.choice_items(entities, p.choices, p.seed)
+
+
+def _probe_path(cfg: EvalConfig, ckpt: CheckpointConfig) -> str:
+    return os.path.join(cfg.output_dir, ckpt.name, PROBE_FILE)
+
+
+def _probe_answers(cfg: EvalConfig, ckpt: CheckpointConfig) -> dict[tuple, dict]:
+    """(entity, question, max_tokens) -> the stored probe row (answers of other questions or
+    token limits do not count for this probe)."""
+    path = _probe_path(cfg, ckpt)
+    _drop_partial_line(path)
+    return _read_keyed(path, lambda r: (r["entity"], r["question"], r["max_tokens"]))
+
+
+def _probe_pending(cfg: EvalConfig, ckpt: CheckpointConfig) -> list:
+    if not cfg.probe.path:
+        return []
+    have = _probe_answers(cfg, ckpt)
+    return [it for it in _probe_items(cfg)
+            if (it.entity.name, it.question, cfg.probe.max_tokens) not in have]
+
+
+def _ask_probe(cfg: EvalConfig, ckpt: CheckpointConfig, rollout, decode, items: list, progress: bool) -> None:
+    """Asks the probe's text-only questions with the checkpoint's engine; appends raw answers
+    (scored when the metrics are computed, like the grounding answers)."""
+    from tqdm import tqdm
+
+    from dprl.rollout import RolloutRequest
+
+    bar = tqdm(total=len(items), desc=f"probe {ckpt.name}", unit="entity", disable=not progress)
+    with open(_probe_path(cfg, ckpt), "a") as fh:
+        for start in range(0, len(items), cfg.batch_size):
+            chunk = items[start:start + cfg.batch_size]
+            outs = rollout.generate([RolloutRequest([_user(it.question, image=False)]) for it in chunk],
+                                    max_tokens=cfg.probe.max_tokens)
+            for it, o in zip(chunk, outs):
+                fh.write(json.dumps({"entity": it.entity.name, "question": it.question,
+                                     "max_tokens": cfg.probe.max_tokens, "answer": decode(o)}) + "\n")
+            fh.flush()
+            bar.update(len(chunk))
+    bar.close()
+
+
+def _probe_results(cfg: EvalConfig, ckpt: CheckpointConfig, preds: list[dict], samples: list[Sample]) -> dict:
+    """The probe's answers scored now, written back with their scores, and grounding accuracy
+    split by whether the sample's entity is known."""
+    items = _probe_items(cfg)
+    have = _probe_answers(cfg, ckpt)
+    answered = [(it, have[(it.entity.name, it.question, cfg.probe.max_tokens)]) for it in items
+                if (it.entity.name, it.question, cfg.probe.max_tokens) in have]
+    rows = knowledge_probe.probe_rows([it for it, _ in answered], [r["answer"] for _, r in answered])
+    path = _probe_path(cfg, ckpt)
+    with open(path + ".tmp", "w") as fh:
+        fh.writelines(json.dumps(r | {"max_tokens": cfg.probe.max_tokens}) + "\n" for r in rows)
+    os.replace(path + ".tmp", path)
+    entity_of = {s.question_id: knowledge_probe.sample_entity(s.record, s.question) for s in samples}
+    return {"probe": knowledge_probe.probe_metrics(rows),
+            "grounding": knowledge_probe.grounding_by_knowledge(preds, entity_of, rows)}
 
 
 def _usable(cfg: EvalConfig, processor, chunk: list[Sample], root: str, bad: list) -> tuple[list, list]:
@@ -286,7 +361,8 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict:
     t0 = time.perf_counter()
     wanted_ids = {s.question_id for s in samples}
     pending = [i for i, c in enumerate(cfg.checkpoints)  # each file read once, not once per sample
-               if not wanted_ids <= read_predictions(_predictions_path(cfg, c)).keys()]
+               if not wanted_ids <= read_predictions(_predictions_path(cfg, c)).keys()
+               or _probe_pending(cfg, c)]
     for i in pending:
         if cfg.rollout.backend == "vllm" and len(pending) > 1:
             # One vLLM engine per process: each checkpoint gets a fresh one.
@@ -297,10 +373,13 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict:
 
     bad_ids = {b["question_id"] for b in bad}
     wanted = [s for s in samples if s.question_id not in bad_ids]
-    results = {}
+    results, probe = {}, {}
     for c in cfg.checkpoints:
         preds = _rescored(cfg, c, wanted)
-        results[c.name] = scoring.metrics([preds[s.question_id] for s in wanted if s.question_id in preds])
+        rows = [preds[s.question_id] for s in wanted if s.question_id in preds]
+        results[c.name] = scoring.metrics(rows)
+        if cfg.probe.path:
+            probe[c.name] = _probe_results(cfg, c, rows, wanted)
     for name in cfg.baselines:
         usable = [s for s in wanted if s.record.get("candidate_boxes")]
         if cfg.data.task != "kvg" or not usable:
@@ -318,12 +397,16 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict:
         metric += " (official KVG-Bench scorer)"
     repaired = [{"question_id": s.question_id, "boxes": s.boxes_repaired} for s in samples if s.boxes_repaired]
     table = markdown_table(results, metric)
+    if probe:
+        table += "\n" + knowledge_probe.markdown(probe)
     with open(os.path.join(cfg.output_dir, "table.md"), "w") as fh:
         fh.write(table)
     summary = {"data": cfg.data.path, "task": cfg.data.task, "prompt_mode": cfg.prompt_mode,
                "backend": cfg.rollout.backend, "scorer": cfg.scorer, "metric": metric,
                "samples": len(wanted), "infer_seconds": round(infer_seconds, 2), "results": results,
                "bad_samples": bad, "repaired_boxes": repaired, "table": table}
+    if probe:
+        summary["knowledge_probe"] = probe
     with open(os.path.join(cfg.output_dir, "metrics.json"), "w") as fh:
         json.dump(summary, fh, indent=2)
     return summary

@@ -4,7 +4,8 @@ Nothing here holds an iterator state, so resuming at optimizer step s only needs
 recomputes the same permutation and starts at the micro-batch that step would have drawn.
 Every micro-batch holds `micro_batch_size` grounding samples (so every rank runs the vision tower
 on every micro-batch: under ZeRO-3 its parameter gathers are collective, and a rank that skipped
-them would hang the others) plus `knowledge_per_batch` text-only samples from the knowledge corpus.
+them would hang the others) plus `knowledge_per_batch` samples from the knowledge corpus, each
+asked as text only or next to a picture of the grounding set (`pictures`).
 """
 from __future__ import annotations
 
@@ -14,13 +15,18 @@ from functools import lru_cache
 import torch
 
 
+def _mix(*parts: int) -> int:
+    """A stable seed from the parts, so (1, 2) and (2, 1) differ."""
+    seed = 0
+    for part in parts:
+        seed = (seed * 1_000_003 + int(part)) % (2**63 - 1)
+    return seed
+
+
 @lru_cache(maxsize=8)
 def _permutation(n: int, *seed_parts: int) -> tuple[int, ...]:
     g = torch.Generator()
-    seed = 0
-    for part in seed_parts:  # a stable mix of the parts, so (1, 2) and (2, 1) differ
-        seed = (seed * 1_000_003 + int(part)) % (2**63 - 1)
-    g.manual_seed(seed)
+    g.manual_seed(_mix(*seed_parts))
     return tuple(torch.randperm(n, generator=g).tolist())
 
 
@@ -76,3 +82,13 @@ class BatchPlan:
                         else range(self.num_knowledge))
                 knowledge.append(perm[pos])
         return grounding, knowledge
+
+    def pictures(self, step: int, micro: int, share: float) -> list[int | None]:
+        """For each knowledge sample of `micro_batch(step, micro)`: the grounding sample whose
+        picture it is asked next to, or None (text only), `share` of them on average. Drawn
+        from (seed, step, micro, rank) alone, so a resumed run draws the same pictures."""
+        g = torch.Generator()
+        g.manual_seed(_mix(self.seed, 2_000_000, step, micro, self.rank))
+        draws = torch.rand(self.knowledge_per_batch, generator=g).tolist()
+        picks = torch.randint(self.num_samples, (self.knowledge_per_batch,), generator=g).tolist()
+        return [p if d < share else None for d, p in zip(draws, picks)]

@@ -15,7 +15,7 @@ import time
 import torch
 
 from dprl.config import SFTConfig, save_config, to_dict
-from dprl.data.sft import check_data_files, collate, encode, load_sft_data
+from dprl.data.sft import check_data_files, collate, encode, load_sft_data, with_picture
 from dprl.data.validate import report_bad_samples
 from dprl.train.batches import BatchPlan
 from dprl.train.checkpoint import check_rerun, load_state, save_hf, save_state, stop_if_non_finite
@@ -150,7 +150,10 @@ def run_sft(cfg: SFTConfig) -> dict:
         loss_sum = tokens = reply_tokens = 0.0
         for micro in range(t.grad_accum_steps):
             g_idx, k_idx = plan.micro_batch(step, micro)
-            convs = [grounding[i] for i in g_idx] + [knowledge[i] for i in k_idx]
+            pictures = plan.pictures(step, micro, cfg.data.knowledge_picture_share)
+            convs = [grounding[i] for i in g_idx] + [
+                knowledge[i] if p is None else with_picture(knowledge[i], grounding[p])
+                for i, p in zip(k_idx, pictures)]
             batch = collate([encode(processor, c, cfg.data.max_length) for c in convs], pad_id)
             batch = {k: v.to(engine.device) for k, v in batch.items()}
             loss = engine(**batch).loss  # mean over this micro-batch's reply tokens

@@ -11,7 +11,7 @@ from PIL import Image
 from dprl.config import ConfigError, WorldConfig, load_config
 from dprl.data.domains import ALL_DOMAINS, SEEN_DOMAINS, make_categories
 from dprl.data.kvg import load_samples
-from dprl.data.prompts import answer_boxes
+from dprl.data.prompts import R1_INSTRUCTION, answer_boxes, grounding_question
 from dprl.data.world import generate_world
 
 
@@ -190,3 +190,35 @@ def test_position_tint_colours_only_the_background(tmp_path):
         assert (a[~background] == b[~background]).all()  # entities keep their colours exactly
         assert (np.abs(a - b).sum(-1) > 0)[background].mean() > 0.9  # the background is tinted...
         assert b[5, 100, 0] < b[5, 5, 0] - 60 and b[100, 5, 2] < b[5, 5, 2] - 60
+
+
+def test_looks_use_words_every_domain_shares_and_the_corpus_says_each_plan(small_world):
+    from dprl.data.domains import ALL_DOMAINS, MARK_LOOKS
+    from dprl.data.world import plan_sentence
+
+    categories = make_categories(list(ALL_DOMAINS), 8, 0)
+    for domain, cats in categories.items():
+        marks = {c.mark_short for c in cats}
+        assert marks <= set(MARK_LOOKS) and "plain" in marks and len(marks) == 2, domain
+        assert len({c.mark_long for c in cats}) == 2  # the field guide keeps the domain's own words
+    corpus = _rows(small_world, "knowledge_corpus.jsonl")
+    answers: dict[str, set] = {}
+    for row in corpus:
+        answers.setdefault(row["entity"], set()).add(row["answer"])
+    base = _rows(small_world, "knowledge_base.jsonl")
+    assert {r["entity"] for r in base} == set(answers) and any(not r["seen"] for r in base)
+    by_name = {c.name: c for cs in make_categories(list(ALL_DOMAINS), 8, 0).values() for c in cs}
+    for r in base:  # every entity, unseen ones too, has its plan in the chain of thought's words
+        c = by_name[r["entity"]]
+        assert plan_sentence(c) in answers[c.name]
+        assert r["attributes"] == {"colour": c.colour, "mark": c.mark_long}
+    for r in _rows(small_world, "kvg_val.jsonl"):
+        assert r["response"].startswith(f"<think>{plan_sentence(by_name[r['entity']])} ")
+    # One recall row per entity: the grounding question, then only the thought's first sentence
+    # (knowledge); no picture, no box, no end of turn.
+    recall = [r for r in corpus if r.get("partial")]
+    assert sorted(r["entity"] for r in recall) == sorted(by_name)
+    for r in recall:
+        assert r["question"] == grounding_question(r["entity"]) + R1_INSTRUCTION
+        assert r["answer"] == f"<think>{plan_sentence(by_name[r['entity']])}"
+        assert not {"image", "answer_box", "gt_boxes"} & set(k for k, v in r.items() if v is not None)

@@ -7,16 +7,11 @@ import os
 from dprl.config import EvalConfig, load_config
 from dprl.eval.identity import current_identity, digest, model_files
 from dprl.eval.run import read_predictions, run_eval
+from world_files import grounding_subset
 
 
 def _data(small_world, tmp_path) -> str:
-    rows = [json.loads(line) for line in open(os.path.join(small_world, "kvg_test.jsonl"))]
-    rows = [r for r in rows if r["domain"] in ("aircraft", "dog")][:2]
-    for r in rows:
-        r["image"] = os.path.join(small_world, r["image"])
-    path = tmp_path / "test.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
+    return grounding_subset(small_world, tmp_path)
 
 
 def _cfg(data, out, model, *more):

@@ -45,3 +45,16 @@ def test_too_little_data_is_an_error():
         _plan(num_samples=7)
     with pytest.raises(ValueError, match="knowledge"):
         _plan(num_knowledge=0)
+
+
+def test_knowledge_pictures_follow_the_share_and_resume_identically():
+    p = _plan(knowledge_per_batch=3)
+    assert all(x is None for s in range(20) for x in p.pictures(s, 0, 0.0))
+    full = [x for s in range(20) for m in range(2) for x in p.pictures(s, m, 1.0)]
+    assert all(x is not None and 0 <= x < 23 for x in full) and len(set(full)) > 10
+    half = [x for s in range(200) for x in p.pictures(s, 1, 0.5)]
+    assert 0.4 < sum(x is not None for x in half) / len(half) < 0.6
+    # a pure function of (seed, step, micro, rank): what exact resume relies on
+    assert _plan(knowledge_per_batch=3).pictures(9, 1, 0.5) == p.pictures(9, 1, 0.5)
+    assert p.pictures(9, 1, 1.0) != p.pictures(10, 1, 1.0)
+    assert _plan(rank=1, knowledge_per_batch=3).pictures(9, 1, 1.0) != p.pictures(9, 1, 1.0)

@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from dprl.data.sft import IGNORE_INDEX, collate, encode, load_grounding, load_grounding_samples, load_knowledge
+from dprl.data.sft import (IGNORE_INDEX, Conversation, collate, encode, load_grounding, load_grounding_samples,
+                           load_knowledge, with_picture)
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +30,26 @@ def test_labels_cover_exactly_the_reply_and_its_end(toy_data, model_and_processo
     n_pad = int((enc["input_ids"] == tok.convert_tokens_to_ids("<|image_pad|>")).sum())
     assert n_pad == int(enc["image_grid_thw"].prod()) // 4 and n_pad == int(enc["mm_token_type_ids"].sum())
     assert enc["labels"][P:].eq(enc["input_ids"][P:]).all()
+
+
+def test_a_knowledge_question_asked_over_a_picture_learns_the_same_reply(toy_data, model_and_processor):
+    _, processor = model_and_processor
+    grounding = load_grounding(toy_data["train"])[0]
+    question = Conversation("How do you find the kalo?", "Find the kalo: red, dark marks.", None, "kb-1")
+    text, pictured = (encode(processor, c, 1024) for c in (question, with_picture(question, grounding)))
+    assert "pixel_values" not in text and pictured["image_grid_thw"].tolist() == encode(
+        processor, grounding, 1024)["image_grid_thw"].tolist()
+
+    def reply(enc):
+        return enc["input_ids"][enc["labels"] != IGNORE_INDEX].tolist()
+
+    assert reply(text) == reply(pictured)  # same target; only the prompt gained the picture
+    assert with_picture(question, grounding).sample_id == f"kb-1@{grounding.sample_id}"
+    # A partial reply (the corpus's recall rows) is learned without an end of turn after it.
+    start = Conversation(grounding.prompt, "<think>Find the kalo: red, dark marks.", None, "kb-2", partial=True)
+    enc = encode(processor, with_picture(start, grounding), 1024)
+    assert processor.tokenizer.decode(reply(enc)) == start.response
+    assert with_picture(start, grounding).partial
 
 
 def test_reply_is_cut_at_max_length_and_long_prompt_is_an_error(toy_data, model_and_processor):
