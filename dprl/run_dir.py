@@ -82,27 +82,23 @@ def die_with_parent(parent_pid: int, libc=None) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _tie_to_parent(parent_pid: int, libc, mask=None) -> None:
+def _tie_to_parent(parent_pid: int, libc) -> None:
     """Runs in the child between fork and exec: its own process group (so stopping it reaches
     the processes it starts, and a terminal's Ctrl-C goes to the parent alone, which stops it),
-    and SIGTERM from the kernel when the parent dies. `mask`: the signal mask to start with, when
-    the parent holds stop signals back while it starts the child (run_tied)."""
+    and SIGTERM from the kernel when the parent dies."""
     os.setpgid(0, 0)
-    if mask is not None:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     die_with_parent(parent_pid, libc)
 
 
-def spawn_tied(cmd: list[str], child_mask=None, **popen_kwargs) -> subprocess.Popen:
+def spawn_tied(cmd: list[str], **popen_kwargs) -> subprocess.Popen:
     """Starts `cmd` as a child that dies with this process, even when this one is SIGKILLed.
 
     The kernel's death signal follows the thread that forks, so call this from a thread that
-    lives as long as the child should (the main thread). `child_mask`: the child's signal mask
-    (default: this thread's)."""
+    lives as long as the child should (the main thread)."""
     parent = os.getpid()
     # Loaded here: the child, between fork and exec, should only make system calls.
     libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-    return subprocess.Popen(cmd, preexec_fn=lambda: _tie_to_parent(parent, libc, child_mask), **popen_kwargs)
+    return subprocess.Popen(cmd, preexec_fn=lambda: _tie_to_parent(parent, libc), **popen_kwargs)
 
 
 def stop(child: subprocess.Popen, grace_s: float = _STOP_GRACE_S) -> None:
@@ -133,18 +129,6 @@ def _raise_terminated(signum, frame):
     raise Terminated(f"stopped by signal {signum}")
 
 
-_STOPS = {signal.SIGINT, signal.SIGTERM}
-
-
-def _hold_stops(main: bool):
-    """Holds Ctrl-C and SIGTERM back (returns the mask to restore), so that one that comes while
-    Popen still waits for the child's exec is handled after the child is known: raised inside
-    Popen it would leave the child running, unknown to us. None where that is not possible."""
-    if not (main and hasattr(signal, "pthread_sigmask")):
-        return None
-    return signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
-
-
 def run_tied(cmd: list[str], **popen_kwargs) -> int:
     """subprocess.run for a child that must not outlive us: on Ctrl-C (KeyboardInterrupt) or
     SIGTERM the child is stopped and waited for before the exception goes on; on SIGKILL the
@@ -154,13 +138,8 @@ def run_tied(cmd: list[str], **popen_kwargs) -> int:
     # started must stop it too, not kill this process without a word.
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if main else None
     child = None
-    held = _hold_stops(main)
     try:
-        try:
-            child = spawn_tied(cmd, child_mask=held, **popen_kwargs)
-        finally:  # a held signal is raised here, with `child` set, and stops it below
-            if held is not None:
-                signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        child = spawn_tied(cmd, **popen_kwargs)
         return child.wait()
     except BaseException:
         if child is not None:  # else it never started, or dies by its death signal when we exit
