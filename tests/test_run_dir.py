@@ -72,10 +72,18 @@ def _stage_child(parent: int, timeout: float = 60) -> int:
     return pid
 
 
+def _as_from_a_shell() -> None:
+    """Ctrl-C and SIGTERM as a shell leaves them to a command it starts: at their defaults and
+    not blocked. A library an earlier test loaded into this process may have set SIGINT to be
+    ignored, which a child would inherit (and then never see the SIGINT the test sends)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 def _start_pipeline(out, **popen) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "dprl.cli", "pipeline", "--config",
                              "configs/pipeline_tiny.yaml", f"output_dir={out}", *SLOW_WORLD],
-                            cwd=REPO, env=child_env(), **popen)
+                            cwd=REPO, env=child_env(), preexec_fn=_as_from_a_shell, **popen)
 
 
 def _kill(pid: int) -> None:
