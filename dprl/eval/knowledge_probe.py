@@ -155,14 +155,12 @@ def _share(rows: list[dict], key: str) -> dict:
 
 
 def probe_metrics(rows: list[dict]) -> dict:
-    """Share of entities known, per domain and for seen, unseen and all, as eval's metrics()."""
-    domains: dict[str, list] = {}
-    for r in rows:
-        domains.setdefault(r["domain"], []).append(r)
-    return {"domains": {d: _share(rs, "known") | {"seen": rs[0]["seen"]} for d, rs in domains.items()},
-            "seen": _share([r for r in rows if r["seen"]], "known"),
-            "unseen": _share([r for r in rows if not r["seen"]], "known"),
-            "overall": _share(rows, "known")}
+    """Share of entities known, per domain and for seen, unseen and all: eval's metrics() with
+    "known" as the score."""
+    from dprl.eval.scoring import metrics
+
+    return metrics([{"domain": r["domain"], "seen": r["seen"], "correct": bool(r["known"]),
+                     "parse_fail": False} for r in rows])
 
 
 def sample_entity(record: dict, question: str) -> str:
@@ -190,7 +188,7 @@ def markdown(results: dict[str, dict]) -> str:
     from dprl.eval.report import markdown_table
 
     probe = {name: r["probe"] for name, r in results.items()}
-    table = markdown_table(probe, "Knowledge probe: entities known").split("\n\nparse failures")[0]
+    table = markdown_table(probe, "Knowledge probe: entities known", parse_failures=False).rstrip("\n")
     lines = [table, "", "Acc@0.5 (%) by whether the probe found the entity known (samples in brackets)",
              "", "| model | seen known | seen unknown | unseen known | unseen unknown |",
              "|---|---:|---:|---:|---:|"]

@@ -11,8 +11,10 @@ def _pct(m: dict | None) -> str:
     return f"{100 * m['acc']:.2f}"
 
 
-def markdown_table(results: dict[str, dict], metric_name: str = "Acc@0.5") -> str:
-    """results: model name -> metrics() dict. Domains in first-seen order across models."""
+def markdown_table(results: dict[str, dict], metric_name: str = "Acc@0.5",
+                   parse_failures: bool = True) -> str:
+    """results: model name -> metrics() dict. Domains in first-seen order across models; a line
+    of parse-failure counts under the table unless `parse_failures` is off."""
     seen, unseen = [], []
     for m in results.values():
         for d, dm in m["domains"].items():
@@ -31,7 +33,8 @@ def markdown_table(results: dict[str, dict], metric_name: str = "Acc@0.5") -> st
             cells.append(_pct(m["unseen"]))
         cells.append(_pct(m["overall"]))
         lines.append("| " + " | ".join(cells) + " |")
-    fails = {name: m["overall"].get("parse_failures", 0) for name, m in results.items()}
-    lines += ["", "parse failures: " + ", ".join(f"{k} {v}/{results[k]['overall']['n']}"
-                                                for k, v in fails.items())]
+    if parse_failures:
+        fails = {name: m["overall"].get("parse_failures", 0) for name, m in results.items()}
+        lines += ["", "parse failures: " + ", ".join(f"{k} {v}/{results[k]['overall']['n']}"
+                                                    for k, v in fails.items())]
     return "\n".join(lines) + "\n"

@@ -17,6 +17,7 @@ import json
 import os
 import re
 
+from dprl.config import WorldConfig, load_config
 from dprl.data.domains import make_categories
 from dprl.data.world import cell_names
 
@@ -33,15 +34,12 @@ def audit(world_dir: str, predictions: list[dict]) -> dict:
     """{"seen"|"unseen": rates}: recall (plan colour, plan mark, both), perception (cells whose
     colour / mark was read right, empty cells called "none"), decision (the "yes" on the target's
     cell; on a cell of the recalled look), and Acc@0.5."""
-    with open(os.path.join(world_dir, "world_config.yaml")) as fh:
-        import yaml
-
-        wcfg = yaml.safe_load(fh)
-    if wcfg.get("layout") != "grid":
+    wcfg = load_config(WorldConfig, os.path.join(world_dir, "world_config.yaml"))
+    if wcfg.layout != "grid":
         raise ValueError("the audit reads grid thoughts (world layout: grid)")
-    grid = int(wcfg["grid_size"])
-    cats = {c.name: c for cs in make_categories(wcfg["seen_domains"] + wcfg["unseen_domains"],
-                                                wcfg["categories_per_domain"], wcfg["seed"]).values()
+    grid = wcfg.grid_size
+    cats = {c.name: c for cs in make_categories(wcfg.seen_domains + wcfg.unseen_domains,
+                                                wcfg.categories_per_domain, wcfg.seed).values()
             for c in cs}
     names = cell_names(grid)
     cell_re = re.compile(r"(" + "|".join(names) + r"): ([a-z ]+?)[,.]")
