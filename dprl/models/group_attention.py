@@ -53,8 +53,13 @@ class GroupLayout:
         own = causal_t & self.comp_valid[:, None, :]  # (C, T, T)
         prompt_keys = self.prompt_valid[self.comp_unit][:, None, :].expand(-1, T, -1)  # (C, T, P)
         self.comp_mask = torch.cat([prompt_keys, own], dim=2)[:, None]  # (C, 1, T, P + T)
-        self.prompt_flat = self.prompt_index[self.prompt_valid]  # (sum P,)
-        self.comp_flat = self.comp_index[self.comp_valid]  # (sum T,)
+        # Where each packed position's output sits in [prompt outputs (U * P) | completion
+        # outputs (C * T)], flattened: the output is one gather, not two scatters.
+        U, C = self.prompt_index.shape[0], self.comp_index.shape[0]
+        source = torch.zeros(self.length, dtype=torch.long)  # (L,)
+        source[self.prompt_index[self.prompt_valid]] = self.prompt_valid.reshape(-1).nonzero()[:, 0]
+        source[self.comp_index[self.comp_valid]] = U * P + self.comp_valid.reshape(-1).nonzero()[:, 0]
+        self.output_source = source
 
 
 def group_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: GroupLayout,
@@ -63,21 +68,26 @@ def group_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: G
     q, k, v = q[0], k[0], v[0]  # (H, L, d)
     gqa = q.shape[0] != k.shape[0]
 
+    # index_select, not advanced indexing: its backward is an index_add, where x[:, index]'s is
+    # an accumulating index_put (measured on (8, 7294, 64) with (64, 112) indices on a 2-core
+    # CPU: 5.6 ms forward + backward against 17.5 ms).
     def gather(x, index):  # (H, L, d), (R, n) -> (R, H, n, d)
-        return x[:, index].permute(1, 0, 2, 3)
+        H, _, d = x.shape
+        return x.index_select(1, index.reshape(-1)).view(H, *index.shape, d).transpose(0, 1)
 
     kp, vp = gather(k, layout.prompt_index), gather(v, layout.prompt_index)  # (U, Hkv, P, d)
     out_p = F.scaled_dot_product_attention(gather(q, layout.prompt_index), kp, vp,
                                            attn_mask=layout.prompt_mask, scale=scaling,
                                            enable_gqa=gqa)  # (U, Hq, P, d)
-    kc = torch.cat([kp[layout.comp_unit], gather(k, layout.comp_index)], dim=2)  # (C, Hkv, P + T, d)
-    vc = torch.cat([vp[layout.comp_unit], gather(v, layout.comp_index)], dim=2)  # (C, Hkv, P + T, d)
+    kc = torch.cat([kp.index_select(0, layout.comp_unit), gather(k, layout.comp_index)], dim=2)  # (C, Hkv, P + T, d)
+    vc = torch.cat([vp.index_select(0, layout.comp_unit), gather(v, layout.comp_index)], dim=2)  # (C, Hkv, P + T, d)
     out_c = F.scaled_dot_product_attention(gather(q, layout.comp_index), kc, vc,
                                            attn_mask=layout.comp_mask, scale=scaling,
                                            enable_gqa=gqa)  # (C, Hq, T, d)
-    out = q.new_empty(layout.length, q.shape[0], q.shape[2])  # (L, Hq, d)
-    out[layout.prompt_flat] = out_p.permute(0, 2, 1, 3)[layout.prompt_valid]  # (sum P, Hq, d)
-    out[layout.comp_flat] = out_c.permute(0, 2, 1, 3)[layout.comp_valid]  # (sum T, Hq, d)
+    Hq, d = q.shape[0], q.shape[2]
+    pieces = torch.cat([out_p.transpose(1, 2).reshape(-1, Hq, d),
+                        out_c.transpose(1, 2).reshape(-1, Hq, d)])  # (U * P + C * T, Hq, d)
+    out = pieces.index_select(0, layout.output_source)  # (L, Hq, d)
     return out[None]  # (1, L, Hq, d)
 
 
