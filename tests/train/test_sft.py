@@ -58,6 +58,9 @@ def test_sft_learns_the_answer_format(tmp_path, toy_data, tiny_model_dir):
     # The untrained model never closes <think>; 60 steps on 24 pictures teach the whole format
     # (measured: 12/12), though not yet where the blocks are.
     assert result["format_rate"] >= 0.75, result
+    # The rollout engine decodes the text itself once (vLLM's detokenizer off); it must be what
+    # vLLM would have written, box tokens and all.
+    assert result["same_tokens"] and result["text_equals_vllm"], result
 
 
 def test_resume_after_interruption_is_exact_and_frozen_parts_stay(tmp_path, toy_data, tiny_model_dir):
