@@ -10,6 +10,7 @@ import sys
 from dprl.config import (ConfigError, EvalConfig, GRPOConfig, PipelineConfig, SFTConfig, SmokeConfig,
                          TinyModelConfig, WorldConfig, load_config)
 from dprl.errors import UserFacingError
+from dprl.host_memory import reexec_keeping_freed_memory
 from dprl.run_dir import Terminated, lock_run_dir
 from dprl.train.writable import check_writable
 
@@ -182,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # started as a program (not called by code): set up malloc first
+        reexec_keeping_freed_memory()
     parser = build_parser()
     # key=value pairs may come before or after options; argparse alone would reject the later ones.
     args, extra = parser.parse_known_args(argv)
