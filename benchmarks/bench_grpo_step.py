@@ -67,7 +67,8 @@ def prepare_inputs(work: str, size: str, model: str | None) -> tuple[str, str]:
     if model is None:
         model = os.path.join(work, f"model-{size}")
         _run([sys.executable, "-m", "dprl.cli", "make-tiny-model", model, *SIZES[size]])
-    return model, os.path.join(world, "kvg_train.jsonl")
+    # Absolute: the baseline contender runs from its own worktree.
+    return os.path.abspath(model), os.path.abspath(os.path.join(world, "kvg_train.jsonl"))
 
 
 def baseline_tree(work: str, rev: str) -> str:
