@@ -13,18 +13,19 @@ from dprl.host_memory import ENV, TUNABLES, tunables_env
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc malloc only")
 
 # Allocates and fills a 64 MiB tensor, a small one after it (what a step's bookkeeping does), and
-# frees both, six times; prints the page faults of the last four rounds (the first two grow the
-# heap: measured 16,420, 16,384, then 0 under the tunables; 16,385 every round without).
+# frees both: three rounds to let the heap grow, then prints the page faults of the next six.
+# Measured under the tunables: 16,420, 16,384, then 0 per round, with at most one more growth
+# of the heap later on; without them, 16,385 every round.
 PROBE = """
 import resource, torch
 def round_():
     big = torch.ones(16 << 20)
     small = torch.ones(8)
     del big, small
-round_()
-round_()
+for _ in range(3):
+    round_()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(4):
+for _ in range(6):
     round_()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
@@ -42,12 +43,13 @@ def _plain_env():
 
 @glibc
 def test_freed_pages_are_reused_under_the_tunables():
-    assert _faults(tunables_env(_plain_env())) < PAGES // 10  # four 64 MiB tensors, nearly no new page
+    # Six 64 MiB tensors: at most one of them on fresh pages (the heap growing once more).
+    assert _faults(tunables_env(_plain_env())) < PAGES + PAGES // 10
 
 
 @glibc
 def test_default_malloc_faults_every_tensor_in():
-    assert _faults(_plain_env()) > 3 * PAGES  # the baseline the tunables remove
+    assert _faults(_plain_env()) > 5 * PAGES  # every tensor on fresh pages: what the tunables remove
 
 
 @glibc
