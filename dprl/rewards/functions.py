@@ -2,7 +2,12 @@
 
 The contract (as TRL's): `fn(completions, **columns) -> list[float]`, one float per completion.
 `completions` is a list of str (or of chat messages, whose last "content" is used); `columns` are
-the dataset columns, each a list with one entry per completion. Columns the built-ins read:
+the dataset columns, each a list with one entry per completion. A registered function is called
+with keywords only, as TRL's GRPOTrainer calls one: `fn(completions=..., **columns)`, where the
+GRPO trainer's columns are `prompts` (each completion's chat messages), `completion_ids` (its
+token ids), `boxes`, and every field of the sample's own record, so a reward written for TRL
+(`def reward(prompts, completions, completion_ids, **kwargs)`) runs unchanged. Columns the
+built-ins read:
   boxes       ground truth per sample: a box [4] or boxes [K, 4], in the parse output frame
   solution    ground truth as text (e.g. "<|box_start|>(x1,y1),(x2,y2)<|box_end|>"); used when
               `boxes` is absent, parsed anywhere in the text, last box
@@ -186,7 +191,7 @@ class Term:
         if self.name in _SCORERS:
             out = _SCORERS[self.name](batch, self.tau)
         else:
-            out = _registry[self.name](batch.texts, **batch.columns)
+            out = _registry[self.name](completions=batch.texts, **batch.columns)  # TRL's call
         arr = np.asarray(out, dtype=np.float32)
         if arr.shape != (len(batch.texts),):
             raise ValueError(f"reward {self.name!r} returned shape {arr.shape}, expected "

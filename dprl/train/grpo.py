@@ -29,8 +29,8 @@ from dprl.train.dynamic_sampling import (SampledRound, assemble, count_informati
 from dprl.train.engine import plain_grad_norm, step_grad_norm
 from dprl.train.finite import describe_non_finite, describe_non_finite_weights
 from dprl.data.validate import DataError, check_data_file, report_bad_samples
-from dprl.train.grpo_data import (grounding_request, load_prompt_samples, refill_indices, screen_prompts,
-                                  step_indices)
+from dprl.train.grpo_data import (grounding_request, load_prompt_samples, refill_indices, reward_columns,
+                                  screen_prompts, step_indices)
 from dprl.train.metrics import MetricsLogger, PhaseTimer, peak_memory_bytes, plot_curves
 from dprl.models.group_attention import use_group_attention
 from dprl.train.flops import TextModelShape, attention_pairs, forward_flops
@@ -188,7 +188,7 @@ class GRPOTrainer:
         boxes = [prompts[c.prompt_index].gt_boxes for c in comps]
         with timer("reward"):
             texts = [answer_text(self.processor.tokenizer, c.token_ids) for c in comps]
-            total, parts = self.reward.score(texts, boxes=boxes)
+            total, parts = self.reward.score(texts, **reward_columns(prompts, requests, comps))
         accuracy = self.accuracy.score(texts, boxes=boxes)[0]
         return SampledRound(prompts, requests, comps, texts, torch.from_numpy(total).float(), parts, accuracy)
 

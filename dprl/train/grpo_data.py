@@ -24,6 +24,23 @@ def grounding_request(question: str, image) -> RolloutRequest:
     return RolloutRequest(messages=[{"role": "user", "content": content}], images=[image])
 
 
+# The contract's own keywords (TRL's call): a record field of the same name is not passed on.
+RESERVED_COLUMNS = ("completions", "prompts", "completion_ids", "boxes")
+
+
+def reward_columns(samples, requests, comps) -> dict[str, list]:
+    """The keyword columns a reward is called with for `comps` (completions of `requests`, made
+    from `samples`), one entry per completion: `prompts` (the chat messages), `completion_ids`,
+    `boxes` (the ground truth as loaded and repaired) and every field of each sample's record
+    (None where a record lacks it), as TRL passes a dataset's columns."""
+    picked = [samples[c.prompt_index] for c in comps]
+    fields = dict.fromkeys(k for s in picked for k in s.record if k not in RESERVED_COLUMNS)
+    columns = {k: [s.record.get(k) for s in picked] for k in fields}
+    columns.update(prompts=[requests[c.prompt_index].messages for c in comps],
+                   completion_ids=[list(c.token_ids) for c in comps], boxes=[s.gt_boxes for s in picked])
+    return columns
+
+
 def load_prompt_samples(path: str, image_root: str = "", domains=()) -> tuple[list, list[dict]]:
     """(grounding samples, samples set aside as {"question_id", "error"}) of a GRPO data file in
     either layout, told apart by its columns: KVG-Bench's (question_id, question, image, answer,

@@ -97,6 +97,22 @@ def test_custom_reward_contract():
     assert RewardFunction(["nan_test"])(["a"]) == [0.0]
 
 
+def test_a_reward_written_for_trl_runs_unchanged():
+    # TRL's documented contract: keyword arguments prompts, completions, completion_ids and every
+    # dataset column; the function must be callable as TRL calls it (keywords only).
+    def short_and_on_topic(prompts, completions, completion_ids, domain, **kwargs):
+        assert len(prompts) == len(completions) == len(completion_ids) == len(domain)
+        return [1.0 / len(ids) if d in p[0]["content"] else 0.0
+                for p, ids, d in zip(prompts, completion_ids, domain)]
+
+    register_reward("trl_contract_test", short_and_on_topic)
+    fn = RewardFunction([("trl_contract_test", 1.0), ("format", 0.0)])
+    prompts = [[{"role": "user", "content": "Find the bird"}], [{"role": "user", "content": "Find the car"}]]
+    got = fn(["a", "b"], prompts=prompts, completion_ids=[[1, 2], [3, 4, 5, 6]], domain=["bird", "dog"],
+             boxes=[[0, 0, 1, 1]] * 2)
+    assert got == pytest.approx([0.5, 0.0])
+
+
 def test_unknown_names_and_bad_terms_raise():
     with pytest.raises(ValueError, match="unknown reward 'iou_treshold'"):
         reward_fn("iou_treshold")

@@ -25,7 +25,17 @@ def _top_half_flat(completions, boxes, **_):
     return [0.0 if b[0][1] < 500 else s for b, s in zip(boxes, _digit_share(completions))]
 
 
-for _name, _fn in (("digit_share", _digit_share), ("top_half_flat", _top_half_flat)):
+TRL_CALLS = []
+
+
+def _trl_contract(prompts, completions, completion_ids, **kwargs):
+    # Written to TRL's documented reward contract; it keeps what it was called with.
+    TRL_CALLS.append(dict(prompts=prompts, completions=completions, completion_ids=completion_ids, **kwargs))
+    return [len(ids) / 12 for ids in completion_ids]
+
+
+for _name, _fn in (("digit_share", _digit_share), ("top_half_flat", _top_half_flat),
+                   ("trl_contract", _trl_contract)):
     try:
         register_reward(_name, _fn)
     except ValueError:
@@ -138,6 +148,26 @@ def test_dynamic_sampling_trains_only_on_groups_with_a_gradient(world, tmp_path)
         assert r["time/rollout_s"] > 0
     # Half the prompts can never vary; over 4 steps some step needs a refill round.
     assert max(r["sampling/rounds"] for r in rows) > 1
+
+
+def test_rewards_are_called_as_trl_calls_them(world, tmp_path):
+    from dprl.train.grpo import GRPOTrainer
+    from dprl.train.metrics import PhaseTimer
+
+    t = GRPOTrainer(_cfg(world, tmp_path / "trl", "reward.functions=[{name: trl_contract}]", "save_every=0"))
+    TRL_CALLS.clear()
+    rounds, batch, _ = t._sample_batch(0, PhaseTimer())
+    (call,) = TRL_CALLS
+    comps = batch.comps
+    assert call["completion_ids"] == [list(c.token_ids) for c in comps]
+    assert batch.rewards.tolist() == pytest.approx([len(c.token_ids) / 12 for c in comps])
+    # Each completion's own prompt (chat messages) and its sample's record fields, one per completion.
+    samples = [batch.prompts[c.prompt_index] for c in comps]
+    assert call["prompts"] == [batch.requests[c.prompt_index].messages for c in comps]
+    assert call["question_id"] == [s.question_id for s in samples]
+    assert call["category"] == [s.record["category"] for s in samples]
+    assert call["boxes"] == [s.gt_boxes for s in samples]
+    assert len(call["completions"]) == len(comps) == 8
 
 
 SPLITS = {  # name: overrides; the first is the whole batch in one micro-batch of shared rows
