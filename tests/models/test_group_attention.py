@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dprl.models.group_attention import GroupLayout, group_attention
+from dprl.models.group_attention import GroupLayout, _cuts, group_attention
 from dprl.train.shared_prompt import _span_index
 
 
@@ -36,13 +36,22 @@ def _layout(groups):
     return layout, dense
 
 
+def _random_groups(rng, wide):
+    if wide:  # many completions of very different lengths: several length buckets
+        return [(rng.randint(1, 9), [rng.choice([1, 2, 5, 9, 16, 30]) for _ in range(rng.randint(4, 8))])
+                for _ in range(rng.randint(2, 3))]
+    return [(rng.randint(1, 9), [rng.randint(1, 7) for _ in range(rng.randint(1, 4))])
+            for _ in range(rng.randint(1, 3))]
+
+
+@pytest.mark.parametrize("wide", [False, True], ids=["short", "bucketed"])
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("heads", [(4, 4), (4, 2), (6, 1)], ids=["mha", "gqa2", "mqa"])
-def test_matches_dense_masked_sdpa(seed, heads):
+def test_matches_dense_masked_sdpa(seed, heads, wide):
     rng = random.Random(seed)
-    groups = [(rng.randint(1, 9), [rng.randint(1, 7) for _ in range(rng.randint(1, 4))])
-              for _ in range(rng.randint(1, 3))]
-    layout, dense = _layout(groups)
+    layout, dense = _layout(_random_groups(rng, wide))
+    if wide:
+        assert len(layout.buckets) > 1
     hq, hkv = heads
     g = torch.Generator().manual_seed(seed)
     L, d = layout.length, 8
@@ -73,3 +82,27 @@ def test_a_completion_never_sees_another():
     moved = group_attention(q, k, v2, layout, 0.5)
     torch.testing.assert_close(moved[:, :5], base[:, :5])  # prompt and first completion unchanged
     assert not torch.allclose(moved[:, 5:], base[:, 5:])
+
+
+def test_length_buckets_cut_where_the_padded_work_is_least():
+    # Brute force over every way to cut sorted lengths into at most 4 runs.
+    import itertools
+
+    rng = random.Random(0)
+    for _ in range(30):
+        lengths = sorted(rng.randint(1, 40) for _ in range(rng.randint(1, 9)))
+        P = rng.randint(0, 20)
+
+        def work(runs):
+            return sum((b - a) * lengths[b - 1] * (P + lengths[b - 1]) for a, b in runs)
+
+        n, best = len(lengths), None
+        for k in range(0, min(3, n - 1) + 1):
+            for inner in itertools.combinations(range(1, n), k):
+                edges = [0, *inner, n]
+                w = work(list(zip(edges, edges[1:])))
+                best = w if best is None else min(best, w)
+        runs = _cuts(lengths, P)
+        assert runs[0][0] == 0 and runs[-1][1] == n and all(a < b for a, b in runs)
+        assert all(r[1] == s[0] for r, s in zip(runs, runs[1:])) and len(runs) <= 4
+        assert work(runs) == best
