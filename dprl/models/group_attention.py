@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -54,7 +55,9 @@ class GroupLayout:
         self.prompt_mask = (causal_p & self.prompt_valid[:, None, :])[:, None]
         lengths = self.comp_valid.sum(1)  # (C,)
         order = torch.argsort(lengths, stable=True)  # (C,) shortest first
-        self.buckets = [self._bucket(order[a:b]) for a, b in _cuts(lengths[order].tolist(), P)]
+        sorted_lengths = lengths[order].tolist()
+        self.buckets = [self._bucket(order[a:b], sorted_lengths[b - 1])
+                        for a, b in _cuts(sorted_lengths, P)]
         # Where each packed position's output sits in [prompt outputs (U * P) | each bucket's
         # completion outputs (C_b * T_b)], flattened: the output is one gather, not scatters.
         source = torch.zeros(self.length, dtype=torch.long)  # (L,)
@@ -65,9 +68,8 @@ class GroupLayout:
             offset += b.valid.numel()
         self.output_source = source
 
-    def _bucket(self, comps: torch.Tensor) -> "CompletionBucket":
-        """The completions `comps` padded to the longest of them, with their attention mask."""
-        T = int(self.comp_valid[comps].sum(1).max())
+    def _bucket(self, comps: torch.Tensor, T: int) -> "CompletionBucket":
+        """The completions `comps` padded to T, the longest of them, with their attention mask."""
         index, valid = self.comp_index[comps, :T], self.comp_valid[comps, :T]  # (C_b, T)
         unit = self.comp_unit[comps]  # (C_b,)
         P = self.prompt_index.shape[1]
@@ -89,28 +91,26 @@ class CompletionBucket:
 
 def _cuts(sorted_lengths: list[int], prompt_len: int, max_buckets: int = 4) -> list[tuple[int, int]]:
     """Where to cut completions sorted by length into at most `max_buckets` runs so that the
-    padded attention work, sum over runs of count * T_max * (P + T_max), is least -> [(a, b)]."""
+    padded attention work, sum over runs of count * T_max * (P + T_max), is least -> [(a, b)].
+    Exact dynamic programming; the inner minimum over where a run starts is one numpy call, as
+    a micro-batch can hold hundreds of completions."""
     n = len(sorted_lengths)
-
-    def cost(a, b):  # run a..b-1, padded to its last (longest) length
-        t = sorted_lengths[b - 1]
-        return (b - a) * t * (prompt_len + t)
-
-    # best[k][b]: least work for the first b completions in k runs; cut[k][b]: where the last starts.
-    inf = float("inf")
-    best = [[inf] * (n + 1) for _ in range(max_buckets + 1)]
-    cut = [[0] * (n + 1) for _ in range(max_buckets + 1)]
-    best[0][0] = 0
+    t = np.asarray(sorted_lengths, dtype=np.float64)
+    per_token = t * (prompt_len + t)  # (n,) a run ending at b costs (b - a) * per_token[b - 1]
+    starts = np.arange(n + 1)  # (n + 1,)
+    # best[k, b]: least work for the first b completions in k runs; cut[k, b]: where the last starts.
+    best = np.full((max_buckets + 1, n + 1), np.inf)
+    cut = np.zeros((max_buckets + 1, n + 1), dtype=np.int64)
+    best[0, 0] = 0
     for k in range(1, max_buckets + 1):
         for b in range(1, n + 1):
-            for a in range(k - 1, b):
-                c = best[k - 1][a] + cost(a, b)
-                if c < best[k][b]:
-                    best[k][b], cut[k][b] = c, a
-    k = min(range(1, max_buckets + 1), key=lambda j: best[j][n])
+            total = best[k - 1, :b] + (b - starts[:b]) * per_token[b - 1]  # (b,) over the start a
+            cut[k, b] = int(np.argmin(total))
+            best[k, b] = total[cut[k, b]]
+    k = int(np.argmin(best[1:, n])) + 1
     runs, b = [], n
     while k:
-        a = cut[k][b]
+        a = int(cut[k, b])
         runs.append((a, b))
         b, k = a, k - 1
     return runs[::-1]

@@ -185,11 +185,11 @@ class GRPOTrainer:
         seed = cfg.rollout.seed + 1_000_003 * step + 7_919 * round_ + self.rank
         with timer("rollout"):
             comps = self.rollout.generate(requests, seed=seed)
-        boxes = [prompts[c.prompt_index].gt_boxes for c in comps]
         with timer("reward"):
             texts = [answer_text(self.processor.tokenizer, c.token_ids) for c in comps]
-            total, parts = self.reward.score(texts, **reward_columns(prompts, requests, comps))
-        accuracy = self.accuracy.score(texts, boxes=boxes)[0]
+            columns = reward_columns(prompts, requests, comps)
+            total, parts = self.reward.score(texts, **columns)
+        accuracy = self.accuracy.score(texts, boxes=columns["boxes"])[0]
         return SampledRound(prompts, requests, comps, texts, torch.from_numpy(total).float(), parts, accuracy)
 
     def _sample_batch(self, step: int, timer: PhaseTimer) -> tuple[list[SampledRound], SampledRound, dict]:

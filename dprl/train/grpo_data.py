@@ -24,7 +24,8 @@ def grounding_request(question: str, image) -> RolloutRequest:
     return RolloutRequest(messages=[{"role": "user", "content": content}], images=[image])
 
 
-# The contract's own keywords (TRL's call): a record field of the same name is not passed on.
+# The call's own keywords (TRL's three and dprl's ground truth): a record field of the same name
+# is not passed on.
 RESERVED_COLUMNS = ("completions", "prompts", "completion_ids", "boxes")
 
 
