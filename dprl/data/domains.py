@@ -13,22 +13,20 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-# KVG-Bench's split: models are trained on the first five, the last five are held out.
-SEEN_DOMAINS = ("aircraft", "car", "reptile", "bird", "food")
-UNSEEN_DOMAINS = ("dog", "mollusc", "mammal", "flower", "landmark")
-ALL_DOMAINS = SEEN_DOMAINS + UNSEEN_DOMAINS
+from dprl.config.world import ALL_DOMAINS, COLOUR_NAMES, SEEN_DOMAINS, UNSEEN_DOMAINS  # noqa: F401
 
-# Named body colours, far apart in RGB so two of them never look alike at low resolution.
-COLOURS = {
-    "red": (205, 35, 40),
-    "orange": (240, 140, 20),
-    "yellow": (235, 205, 35),
-    "green": (40, 155, 55),
-    "teal": (25, 150, 150),
-    "blue": (40, 70, 205),
-    "purple": (135, 55, 185),
-    "pink": (240, 120, 180),
-}
+# The named body colours' RGB, in COLOUR_NAMES' order: far apart, so two of them never look
+# alike at low resolution.
+COLOURS = dict(zip(COLOUR_NAMES, (
+    (205, 35, 40),  # red
+    (240, 140, 20),  # orange
+    (235, 205, 35),  # yellow
+    (40, 155, 55),  # green
+    (25, 150, 150),  # teal
+    (40, 70, 205),  # blue
+    (135, 55, 185),  # purple
+    (240, 120, 180),  # pink
+), strict=True))
 
 DARK = (35, 30, 30)
 WHITE = (250, 250, 250)

@@ -20,15 +20,16 @@ from dataclasses import dataclass
 
 import torch
 
+from dprl.config.train import GRPOAlgoConfig, check_grpo_loss
 from dprl.kernels._common import resolve_backend
 
-AGGREGATIONS = ("seq_mean", "token_mean", "dr_grpo")
 METRICS = ("clip_fraction", "kl", "entropy")
 
 
 @dataclass(frozen=True)
 class GRPOLossParams:
-    """Defaults are DeepPerception's: beta 0.04 (k3), per-sequence token mean then batch mean."""
+    """Defaults are DeepPerception's: beta 0.04 (k3), per-sequence token mean then batch mean.
+    A training run builds these from its `grpo:` section with `from_config`."""
 
     eps_low: float = 0.2
     eps_high: float = 0.2
@@ -38,14 +39,18 @@ class GRPOLossParams:
     max_completion_length: int | None = None  # Dr. GRPO's constant L
 
     def __post_init__(self):
-        if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
-        if not (0 <= self.eps_low < 1 and self.eps_high >= 0 and self.beta >= 0):
-            raise ValueError(f"need 0 <= eps_low < 1, eps_high >= 0, beta >= 0; got {self}")
+        check_grpo_loss("GRPOLossParams.", eps_low=self.eps_low, eps_high=self.eps_high, beta=self.beta,
+                        tis_cap=self.tis_cap or 0.0, aggregation=self.aggregation)
         if self.aggregation == "dr_grpo" and not (self.max_completion_length or 0) > 0:
             raise ValueError("aggregation='dr_grpo' needs max_completion_length > 0")
-        if self.tis_cap is not None and not self.tis_cap > 0:
-            raise ValueError(f"tis_cap must be positive, got {self.tis_cap}")
+
+    @classmethod
+    def from_config(cls, algo: GRPOAlgoConfig, max_completion_length: int) -> GRPOLossParams:
+        """The loss a `grpo:` config section describes; `max_completion_length` is the rollout's
+        max_tokens (Dr. GRPO's constant L)."""
+        return cls(eps_low=algo.eps_low, eps_high=algo.eps_high, beta=algo.beta,
+                   tis_cap=algo.tis_cap or None, aggregation=algo.aggregation,
+                   max_completion_length=max_completion_length)
 
 
 def torch_token_terms(logp, old, ref, roll, adv, weight, mask, entropy, params: GRPOLossParams):

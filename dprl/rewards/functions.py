@@ -27,21 +27,21 @@ A name may carry its threshold: "acc@0.5", "iou_threshold@0.65".
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from dprl._ext import native_fn
+from dprl.config.rewards import BUILTIN_REWARDS, REGISTERED_REWARDS, RewardTermConfig, reward_names
 from dprl.rewards.iou import best_iou, ragged_boxes
 from dprl.rewards.options import COORDS, SWAPPED, ParseOptions, make_options
 from dprl.rewards.parse import analyze, check_texts, parse_letters, pixel_sizes
 
 RewardFn = Callable[..., list]
-DEFAULT_TAU = {"iou_threshold": 0.8, "acc": 0.5}
-BUILTIN = ("format", "iou", "iou_threshold", "iou_squared", "acc", "mc_letter")
-_registry: dict[str, RewardFn] = {}
+BUILTIN = BUILTIN_REWARDS
+# A reward term is its config section: name, weight, tau; `kind`, `threshold` and `label` read them.
+Term = RewardTermConfig
 
 
 def register_reward(name: str, fn: RewardFn | None = None):
@@ -52,26 +52,13 @@ def register_reward(name: str, fn: RewardFn | None = None):
     def add(f: RewardFn) -> RewardFn:
         if not callable(f):
             raise TypeError(f"reward {name!r} must be callable, got {type(f).__name__}")
-        _registry[name] = f
+        REGISTERED_REWARDS[name] = f
         return f
 
     return add if fn is None else add(fn)
 
 
-def available_rewards() -> list[str]:
-    return list(BUILTIN) + sorted(_registry)
-
-
-def split_name(name: str) -> tuple[str, float | None]:
-    """"acc@0.5" -> ("acc", 0.5); "iou" -> ("iou", None)."""
-    base, at, value = name.partition("@")
-    if not at:
-        return name, None
-    try:
-        tau = float(value)
-    except ValueError:
-        raise ValueError(f"reward {name!r}: the part after '@' must be a number") from None
-    return base, tau
+available_rewards = reward_names
 
 
 def completion_texts(completions) -> list:
@@ -157,47 +144,18 @@ assert set(_SCORERS) == set(BUILTIN)
 _FUSED_KINDS = {"format": 0, "iou": 1, "iou_threshold": 2, "iou_squared": 3, "acc": 4}
 
 
-@dataclass(frozen=True)
-class Term:
-    """One named reward with its weight; `tau` only for iou_threshold and acc."""
-
-    name: str
-    weight: float = 1.0
-    tau: float | None = None
-
-    def __post_init__(self) -> None:
-        base, tau_in_name = split_name(self.name)
-        if tau_in_name is not None and self.tau is not None and tau_in_name != self.tau:
-            raise ValueError(f"reward {self.name!r} also given tau={self.tau}")
-        tau = self.tau if self.tau is not None else tau_in_name
-        if base not in BUILTIN and base not in _registry:
-            raise ValueError(f"unknown reward {base!r}; available: {', '.join(available_rewards())}"
-                             " (register your own with dprl.rewards.register_reward)")
-        if tau is not None and base not in DEFAULT_TAU:
-            raise ValueError(f"reward {base!r} takes no threshold (only {', '.join(DEFAULT_TAU)})")
-        if tau is not None and not 0.0 <= tau <= 1.0:
-            raise ValueError(f"reward {self.name!r}: tau must be in [0, 1], got {tau}")
-        if not math.isfinite(self.weight):
-            raise ValueError(f"reward {self.name!r}: weight must be finite, got {self.weight}")
-        object.__setattr__(self, "name", base)
-        object.__setattr__(self, "tau", tau if tau is not None else DEFAULT_TAU.get(base))
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}@{self.tau:g}" if self.tau is not None else self.name
-
-    def score(self, batch: Batch) -> np.ndarray:
-        """float32 [N], finite."""
-        if self.name in _SCORERS:
-            out = _SCORERS[self.name](batch, self.tau)
-        else:
-            out = _registry[self.name](completions=batch.texts, **batch.columns)  # TRL's call
-        arr = np.asarray(out, dtype=np.float32)
-        if arr.shape != (len(batch.texts),):
-            raise ValueError(f"reward {self.name!r} returned shape {arr.shape}, expected "
-                             f"({len(batch.texts)},): one float per completion")
-        # A researcher's function may return NaN/inf; a training step must not see them.
-        return np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+def _score_term(term: Term, batch: Batch) -> np.ndarray:
+    """One term's values, float32 [N], finite."""
+    if term.kind in _SCORERS:
+        out = _SCORERS[term.kind](batch, term.threshold)
+    else:
+        out = REGISTERED_REWARDS[term.kind](completions=batch.texts, **batch.columns)  # TRL's call
+    arr = np.asarray(out, dtype=np.float32)
+    if arr.shape != (len(batch.texts),):
+        raise ValueError(f"reward {term.kind!r} returned shape {arr.shape}, expected "
+                         f"({len(batch.texts)},): one float per completion")
+    # A researcher's function may return NaN/inf; a training step must not see them.
+    return np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 class RewardFunction:
@@ -213,15 +171,17 @@ class RewardFunction:
                       for t in terms]
         if not self.terms:
             raise ValueError("a reward needs at least one term")
+        for term in self.terms:
+            term.check()
         self.options = make_options(options, **parse_options)
         self.max_threads = max_threads
         self.use_native = use_native
         self.__name__ = "+".join(t.label for t in self.terms)
         # Terms the C++ scorer knows, as arrays for it; None when some term needs Python.
-        kinds = [_FUSED_KINDS.get(t.name) for t in self.terms]
+        kinds = [_FUSED_KINDS.get(t.kind) for t in self.terms]
         self._terms_arrays = None if None in kinds else (
             np.array(kinds, dtype=np.int32),  # (T,)
-            np.array([t.tau if t.tau is not None else 0.0 for t in self.terms], dtype=np.float32),
+            np.array([t.threshold if t.threshold is not None else 0.0 for t in self.terms], dtype=np.float32),
             np.array([t.weight for t in self.terms], dtype=np.float32))
 
     def _fused_fn(self):
@@ -256,7 +216,7 @@ class RewardFunction:
         fn = self._fused_fn()
         if fn is not None:
             return self._score_fused(fn, batch)
-        parts = {t.label: t.score(batch) for t in self.terms}
+        parts = {t.label: _score_term(t, batch) for t in self.terms}
         total = np.zeros(len(texts), dtype=np.float32)  # (N,)
         for t in self.terms:
             total += np.float32(t.weight) * parts[t.label]
@@ -276,4 +236,4 @@ def from_config(cfg) -> RewardFunction:
     p = cfg.parse
     options = ParseOptions(scope=p.scope, pick=p.pick, formats=tuple(p.formats), coords=p.coords,
                            swapped=p.swapped, clamp=p.clamp)
-    return RewardFunction([Term(t.name, t.weight, t.tau) for t in cfg.functions], options)
+    return RewardFunction(list(cfg.functions), options)

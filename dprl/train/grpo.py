@@ -53,13 +53,6 @@ class StepBatch:
     attention_pairs: int  # (query, key) pairs one forward needs (dprl.train.flops)
 
 
-def _loss_params(cfg: GRPOConfig) -> GRPOLossParams:
-    g = cfg.grpo
-    return GRPOLossParams(eps_low=g.eps_low, eps_high=g.eps_high, beta=g.beta,
-                          tis_cap=g.tis_cap or None, aggregation=g.aggregation,
-                          max_completion_length=cfg.rollout.max_tokens)
-
-
 def resolve_model_path(cfg: GRPOConfig, is_main: bool) -> str:
     """The checkpoint to train: model.path, or the tiny model built once into the run dir."""
     if cfg.model.path:
@@ -155,7 +148,7 @@ class GRPOTrainer:
         self.rollout = build_rollout(self.model_path, cfg.rollout, dtype=cfg.model.dtype)
         self.reward = from_config(cfg.reward)
         self.accuracy = reward_fn("acc", 0.5)  # KVG-Bench's Acc@0.5, logged whatever is trained on
-        self.loss_params = _loss_params(cfg)
+        self.loss_params = GRPOLossParams.from_config(cfg.grpo, cfg.rollout.max_tokens)
         self.start_step = self._resume() if cfg.resume else 0
         if self.start_step:
             from dprl.train.weight_sync import sync_weights
