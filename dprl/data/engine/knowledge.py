@@ -1,0 +1,126 @@
+"""Knowledge filtering: keep only the categories the model knows (text only, no picture).
+
+DeepPerception trains grounding on entities the model already knows, so that the chain of
+thought can use that knowledge; a category the model cannot tell from its neighbours would teach
+it to guess. Two ways to ask (KnowledgeFilterConfig.kind):
+  identify  the model describes the category, then picks which of `choices` categories of the
+            domain its own description (name hidden) fits. Needs only the category names; a
+            description that says nothing specific fits any option (chance: 1 / choices).
+  choice    the knowledge probe's question (dprl.eval.knowledge_probe): which of several given
+            descriptions fits the category, from a file of descriptions.
+"""
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from dprl.config.data_engine import KnowledgeFilterConfig
+from dprl.data.engine.asking import Asker, text_request
+from dprl.data.prompts import R1_LETTER_INSTRUCTION
+
+LETTERS = "ABCDEFGH"
+
+
+@dataclass(frozen=True)
+class Category:
+    domain: str
+    name: str
+
+
+def hide_name(text: str, name: str) -> str:
+    """`text` with the category's name (and an article before it) said as "it", so a
+    description does not give its answer away."""
+    out = re.sub(r"(?<!\w)(?:(?:the|a|an) )?" + re.escape(name) + r"(?!\w)", "it", text, flags=re.I)
+    return out[:1].upper() + out[1:]
+
+
+def identify_question(category: Category, description: str, rivals: list[str], rng: random.Random) -> tuple[str, str]:
+    """(question, right letter): which of the options the description fits."""
+    options = [category.name] + rivals
+    rng.shuffle(options)
+    listed = " ".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(options))
+    said = " ".join(hide_name(description, category.name).split()) or "(nothing)"
+    question = (f"Which {category.domain} does this description fit? \"{said}\" Options: {listed}. "
+                f"Answer with the option's letter.{R1_LETTER_INSTRUCTION}")
+    return question, LETTERS[options.index(category.name)]
+
+
+def _letters_right(answers: list[list[str]], expected: list[str]) -> list[list[bool]]:
+    from dprl.rewards import parse_letters
+
+    flat = [a for group in answers for a in group]
+    got = iter(parse_letters(flat, scope="answer").tolist()) if flat else iter(())
+    return [[next(got) == want for _ in group] for group, want in zip(answers, expected)]
+
+
+def identify_scores(asker: Asker, categories: list[Category], cfg: KnowledgeFilterConfig,
+                    seed: int) -> list[dict]:
+    by_domain: dict[str, list[str]] = {}
+    for c in categories:
+        by_domain.setdefault(c.domain, []).append(c.name)
+    described = asker.ask([text_request(cfg.describe_template.format(entity=c.name, domain=c.domain))
+                           for c in categories], "knowledge: describe")
+    questions, expected, owner = [], [], []
+    for i, (c, descriptions) in enumerate(zip(categories, described)):
+        rng = random.Random(f"{seed}-identify-{c.domain}-{c.name}")
+        others = sorted(set(by_domain[c.domain]) - {c.name})
+        for d in descriptions:
+            rivals = rng.sample(others, min(len(others), cfg.choices - 1))
+            q, letter = identify_question(c, d, rivals, rng)
+            questions.append(text_request(q))
+            expected.append(letter)
+            owner.append(i)
+    right = _letters_right(asker.ask(questions, "knowledge: identify"), expected)
+    per_category: list[list[bool]] = [[] for _ in categories]
+    for i, r in zip(owner, right):
+        per_category[i].extend(r)
+    return [{"domain": c.domain, "entity": c.name, "score": float(np.mean(r)) if r else 0.0,
+             "answers": len(r), "descriptions": d}
+            for c, r, d in zip(categories, per_category, described)]
+
+
+def choice_scores(asker: Asker, categories: list[Category], cfg: KnowledgeFilterConfig,
+                  seed: int) -> list[dict]:
+    from dprl.eval.knowledge_probe import choice_items, entity_key, load_entities
+
+    wanted = {(c.domain, entity_key(c.name)) for c in categories}
+    entities = load_entities(cfg.descriptions_path, seen_domains=())
+    missing = wanted - {(e.domain, entity_key(e.name)) for e in entities}
+    if missing:
+        domain, name = sorted(missing)[0]
+        raise ValueError(f"{cfg.descriptions_path!r} has no description of {name!r} ({domain}), and "
+                         f"{len(missing) - 1} more categories of the sources; knowledge.kind=choice "
+                         "needs one row per category (or use kind: identify)")
+    items = choice_items(entities, cfg.choices, seed)
+    items = [it for it in items if (it.entity.domain, entity_key(it.entity.name)) in wanted]
+    right = _letters_right(asker.ask([text_request(it.question) for it in items], "knowledge: choice"),
+                           [it.expected for it in items])
+    return [{"domain": it.entity.domain, "entity": it.entity.name,
+             "score": float(np.mean(r)) if r else 0.0, "answers": len(r)}
+            for it, r in zip(items, right)]
+
+
+def knowledge_scores(asker: Asker, categories: list[Category], cfg: KnowledgeFilterConfig,
+                     seed: int = 0) -> list[dict]:
+    """One row per category: domain, entity, score (share of answers right), known (score >=
+    threshold), and how many answers it was scored on."""
+    scorer = identify_scores if cfg.kind == "identify" else choice_scores
+    rows = scorer(asker, categories, cfg, seed)
+    for row in rows:
+        row["known"] = row["score"] >= cfg.threshold
+    return rows
+
+
+def summary(rows: list[dict]) -> dict:
+    """Per domain: categories asked, known, and the mean score."""
+    out: dict[str, dict] = {}
+    for r in rows:
+        d = out.setdefault(r["domain"], {"categories": 0, "known": 0, "scores": []})
+        d["categories"] += 1
+        d["known"] += bool(r["known"])
+        d["scores"].append(r["score"])
+    return {k: {"categories": v["categories"], "known": v["known"],
+                "mean_score": float(np.mean(v["scores"]))} for k, v in sorted(out.items())}
