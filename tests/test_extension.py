@@ -4,15 +4,15 @@ import warnings
 import numpy as np
 import pytest
 
-import dprl._ext as ext
+import dprl.rewards.backend as backend
 from dprl.rewards import best_iou, box_iou
 from dprl.rewards.reference import box_iou_reference
 
 
 def test_extension_is_built():
     # setup.sh builds it; a missing build must not pass CI silently.
-    assert ext.native() is not None
-    assert hasattr(ext.native(), "box_iou")
+    assert backend.native_backend() is not None
+    assert backend.get_backend().name == "native"
 
 
 @pytest.mark.parametrize("a, b, expected", [
@@ -56,8 +56,8 @@ def test_thread_count_does_not_change_the_result():
     rng = np.random.default_rng(0)
     a = rng.uniform(0, 100, (512, 4)).astype(np.float32)
     a[:, 2:] += a[:, :2]
-    one = ext.native().box_iou(a, a, max_threads=1)
-    two = ext.native().box_iou(a, a, max_threads=2)
+    one = backend.native_backend().box_iou(a, a, max_threads=1)
+    two = backend.native_backend().box_iou(a, a, max_threads=2)
     assert np.array_equal(one, two)
 
 
@@ -65,7 +65,7 @@ def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match=r"a must have shape \[N, 4\]"):
         box_iou(np.zeros((3, 5)), np.zeros((1, 4)))
     with pytest.raises(ValueError, match=r"b must have shape \[N, 4\]"):
-        ext.native().box_iou(np.zeros((1, 4), np.float32), np.zeros((4,), np.float32))
+        backend.native_backend().box_iou(np.zeros((1, 4), np.float32), np.zeros((4,), np.float32))
     with pytest.raises(TypeError, match="must hold numbers"):
         box_iou(np.array([["a"] * 4]), np.zeros((1, 4)))
 
@@ -81,8 +81,8 @@ def test_best_iou_over_several_ground_truths():
 def test_fallback_without_extension_warns_once_and_agrees(monkeypatch):
     a = np.array([[0, 0, 10, 10], [1, 1, 5, 5]], np.float32)
     expected = box_iou(a, a)
-    monkeypatch.setattr(ext, "_tried", False)
-    monkeypatch.setattr(ext, "_loaded", None)
+    monkeypatch.setattr(backend, "_resolved", False)
+    monkeypatch.setattr(backend, "_native", None)
     import builtins
 
     real_import = builtins.__import__

@@ -1,14 +1,64 @@
-"""Options of box parsing, validated once and shared by the C++ path and the reference."""
+"""Options of box parsing: the one place in dprl.rewards where the knobs are defined and validated.
+
+The knobs' words ("answer", "pixels", ...) are the values of the enums below, so YAML configs and
+keyword arguments spell them as before. dprl._C binds C++ enums with the same member names;
+`ParseOptions.to_native` is the one function that maps these options onto dprl._C.ParseOptions.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
+from functools import reduce
+from operator import or_
+from types import ModuleType
 
-# Box syntaxes and the bit each has in the C++ mask (csrc/box_parse.h).
-FORMAT_BITS = {"points": 1, "list": 2, "tuple": 4}
-COORDS = ("auto", "norm1000", "fraction", "pixels")
-SWAPPED = ("fix", "reject")
-SCOPES = ("answer", "anywhere")
-PICKS = ("last", "first")
+
+# str mixins: a member equals (and hashes as) its word, so options compare with config strings.
+class Scope(str, Enum):
+    """Where the box is searched (dprl._C has a bool for it: ParseOptions.answer_only)."""
+
+    ANSWER = "answer"
+    ANYWHERE = "anywhere"
+
+
+class Pick(str, Enum):
+    """Which match wins (dprl._C: ParseOptions.last)."""
+
+    LAST = "last"
+    FIRST = "first"
+
+
+class BoxFormat(str, Enum):
+    """Box syntaxes; dprl._C.BoxFormat has the same member names (as flags)."""
+
+    POINTS = "points"
+    LIST = "list"
+    TUPLE = "tuple"
+
+
+class Coords(str, Enum):
+    """Coordinate frames; dprl._C.Coords has the same member names."""
+
+    AUTO = "auto"
+    NORM1000 = "norm1000"
+    FRACTION = "fraction"
+    PIXELS = "pixels"
+
+
+class Swapped(str, Enum):
+    """What swapped corners become; dprl._C.Swapped has the same member names."""
+
+    FIX = "fix"
+    REJECT = "reject"
+
+
+def _member(kind: type[Enum], field: str, value) -> Enum:
+    """`value` (a member or its word) as a member of `kind`; ValueError naming the field."""
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in kind)
+        raise ValueError(f"{field} must be one of {allowed}; got {value!r}") from None
 
 
 @dataclass(frozen=True)
@@ -34,35 +84,43 @@ class ParseOptions:
     no box (a NaN row), whatever the other options.
     """
 
-    scope: str = "answer"
-    pick: str = "last"
-    formats: tuple[str, ...] = ("points", "list", "tuple")
-    coords: str = "auto"
-    swapped: str = "fix"
+    scope: Scope = Scope.ANSWER
+    pick: Pick = Pick.LAST
+    formats: tuple[BoxFormat, ...] = (BoxFormat.POINTS, BoxFormat.LIST, BoxFormat.TUPLE)
+    coords: Coords = Coords.AUTO
+    swapped: Swapped = Swapped.FIX
     clamp: bool = False
 
     def __post_init__(self) -> None:
-        for name, allowed in (("scope", SCOPES), ("pick", PICKS), ("coords", COORDS),
-                              ("swapped", SWAPPED)):
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-        if isinstance(self.formats, str):
-            object.__setattr__(self, "formats", (self.formats,))
-        object.__setattr__(self, "formats", tuple(self.formats))
-        bad = [f for f in self.formats if f not in FORMAT_BITS]
-        if bad or not self.formats:
-            raise ValueError(f"formats must be a non-empty subset of {', '.join(FORMAT_BITS)}; "
+        # Words or members in, members out: everything downstream compares members.
+        for name, kind in (("scope", Scope), ("pick", Pick), ("coords", Coords),
+                           ("swapped", Swapped)):
+            object.__setattr__(self, name, _member(kind, name, getattr(self, name)))
+        formats = (self.formats,) if isinstance(self.formats, str) else tuple(self.formats)
+        try:
+            members = tuple(BoxFormat(f) for f in formats)
+        except ValueError:
+            members = ()
+        if not members:
+            allowed = ", ".join(f.value for f in BoxFormat)
+            raise ValueError(f"formats must be a non-empty subset of {allowed}; "
                              f"got {self.formats!r}")
+        object.__setattr__(self, "formats", members)
         if not isinstance(self.clamp, bool):
             raise TypeError(f"clamp must be True or False, got {self.clamp!r}")
 
-    @property
-    def format_mask(self) -> int:
-        mask = 0
-        for f in self.formats:
-            mask |= FORMAT_BITS[f]
-        return mask
+    def to_native(self, C: ModuleType):
+        """These options as C.ParseOptions, C being the dprl._C module: the one place the two are
+        mapped. Enum members map by name (tests/rewards/test_reward_backend.py holds the names
+        equal); scope and pick are bools on the C++ side."""
+        return C.ParseOptions(
+            answer_only=self.scope is Scope.ANSWER,
+            last=self.pick is Pick.LAST,
+            formats=reduce(or_, (C.BoxFormat[f.name] for f in self.formats)),
+            coords=C.Coords[self.coords.name],
+            swapped=C.Swapped[self.swapped.name],
+            clamp=self.clamp,
+        )
 
 
 def make_options(options: ParseOptions | None = None, **kwargs) -> ParseOptions:
