@@ -79,6 +79,9 @@ class ReferenceBackend:
                                                input_wh)
 
 
+_CACHE_SIZE = 256  # distinct options or term lists kept converted; a process uses a few
+
+
 class NativeBackend:
     """dprl._C, with dprl's options converted to its bound types."""
 
@@ -90,13 +93,30 @@ class NativeBackend:
 
     def __init__(self, module: ModuleType):
         self.module = module
-        # ParseOptions is frozen and hashable; a reward converts the same one every step.
+        # Options and terms are frozen and hashable, and a reward passes the same ones every
+        # step: each is converted once (converting costs as much as scoring a small batch).
         self._options: dict[ParseOptions, object] = {}
+        self._terms: dict[tuple, list] = {}
 
     def native_options(self, options: ParseOptions):
         native = self._options.get(options)
         if native is None:
+            if len(self._options) >= _CACHE_SIZE:
+                self._options.clear()
             native = self._options[options] = options.to_native(self.module)
+        return native
+
+    def native_terms(self, terms: Sequence[ScoredTerm]) -> list:
+        key = tuple(terms)
+        native = self._terms.get(key)
+        if native is None:
+            if len(self._terms) >= _CACHE_SIZE:
+                self._terms.clear()
+            C = self.module
+            native = self._terms[key] = [
+                C.RewardTerm(kind=C.TermKind[t.kind.name],  # same member names
+                              tau=0.0 if t.tau is None else t.tau, weight=t.weight)
+                for t in terms]
         return native
 
     def analyze(self, texts, options, image_wh=None, input_wh=None, max_threads=0):
@@ -116,13 +136,10 @@ class NativeBackend:
 
     def score_batch(self, texts, terms, options, gt=None, offsets=None, image_wh=None,
                     input_wh=None, max_threads=0):
-        C = self.module
-        native_terms = [C.RewardTerm(kind=C.TermKind[t.kind.name],  # same member names
-                                     tau=0.0 if t.tau is None else t.tau, weight=t.weight)
-                        for t in terms]
-        return C.score_batch(texts, native_terms, self.native_options(options), gt=gt,
-                             offsets=offsets, image_wh=image_wh, input_wh=input_wh,
-                             max_threads=max_threads)
+        return self.module.score_batch(texts, self.native_terms(terms),
+                                       self.native_options(options), gt=gt, offsets=offsets,
+                                       image_wh=image_wh, input_wh=input_wh,
+                                       max_threads=max_threads)
 
 
 REFERENCE = ReferenceBackend()

@@ -54,6 +54,8 @@ class Swapped(str, Enum):
 
 def _member(kind: type[Enum], field: str, value) -> Enum:
     """`value` (a member or its word) as a member of `kind`; ValueError naming the field."""
+    if type(value) is kind:  # the common case (defaults, copies): no lookup
+        return value
     try:
         return kind(value)
     except ValueError:
@@ -98,7 +100,7 @@ class ParseOptions:
             object.__setattr__(self, name, _member(kind, name, getattr(self, name)))
         formats = (self.formats,) if isinstance(self.formats, str) else tuple(self.formats)
         try:
-            members = tuple(BoxFormat(f) for f in formats)
+            members = tuple(f if type(f) is BoxFormat else BoxFormat(f) for f in formats)
         except ValueError:
             members = ()
         if not members:
@@ -123,9 +125,12 @@ class ParseOptions:
         )
 
 
+_DEFAULT = ParseOptions()  # frozen: one shared instance serves every call without options
+
+
 def make_options(options: ParseOptions | None = None, **kwargs) -> ParseOptions:
     """A ParseOptions from an existing one and/or keyword overrides; unknown keys raise."""
-    base = options or ParseOptions()
+    base = options or _DEFAULT
     if not kwargs:
         return base
     known = set(ParseOptions.__dataclass_fields__)
