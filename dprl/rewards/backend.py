@@ -19,13 +19,14 @@ import numpy as np
 
 from dprl.rewards import reference
 from dprl.rewards.options import ParseOptions, Scope
+from dprl.rewards.terms import TermKind
 
 
 class ScoredTerm(Protocol):
     """What score_batch reads of a term (dprl.rewards.functions.Term is one)."""
 
     @property
-    def kind(self): ...  # TermKind
+    def kind(self) -> TermKind: ...
     @property
     def tau(self) -> float | None: ...
     @property
@@ -33,7 +34,9 @@ class ScoredTerm(Protocol):
 
 
 class RewardBackend(Protocol):
-    name: str
+    """What parse.py, iou.py and functions.py call; NativeBackend and ReferenceBackend are it."""
+
+    name: str  # "native" or "reference"
 
     def analyze(self, texts: Sequence, options: ParseOptions, image_wh=None, input_wh=None,
                 max_threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
