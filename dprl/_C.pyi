@@ -1,6 +1,7 @@
 """dprl C++ extension: box parsing, IoU and reward scoring over whole batches"""
 # Types of dprl._C (csrc/bindings.cpp). tests/test_extension.py holds this file and the built
-# module to the same names, parameters and docstrings.
+# module to the same names, parameters and docstrings (docstrings compared with whitespace
+# collapsed, so they wrap here).
 import enum
 from collections.abc import Sequence
 
@@ -127,12 +128,17 @@ def score_batch(
     input_wh: npt.ArrayLike | None = None,
     max_threads: int = 0,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """Every term of a weighted reward in one pass over the texts -> (total float32 [N], parts float32 [T, N]).
-    terms: RewardTerm [T]; gt float32 [K, 4] and offsets int64 [N + 1]: the ground truth of text i is gt[offsets[i]:offsets[i + 1]] (both may be None when every term is FORMAT); image_wh, input_wh as in analyze."""
+    """Every term of a weighted reward in one pass over the texts -> (total float32 [N],
+    parts float32 [T, N]).
+    terms: RewardTerm [T]; gt float32 [K, 4] and offsets int64 [N + 1]: the ground truth of
+    text i is gt[offsets[i]:offsets[i + 1]] (both may be None when every term is FORMAT);
+    image_wh, input_wh as in analyze."""
 
 def best_iou_ragged(pred: npt.ArrayLike, gt: npt.ArrayLike, offsets: npt.ArrayLike,
                     max_threads: int = 0) -> npt.NDArray[np.float32]:
-    """pred [N, 4], gt [K, 4], offsets int64 [N + 1] -> float32 [N]: best IoU of pred[i] over gt[offsets[i]:offsets[i + 1]] (0 when empty)."""
+    """pred [N, 4], gt [K, 4], offsets int64 [N + 1] -> float32 [N]: best IoU of pred[i] over
+    gt[offsets[i]:offsets[i + 1]] (0 when empty)."""
 
 def pool_workers() -> int:
-    """Warm worker threads this process keeps for big batches (hardware threads - 1; started on first use, rebuilt in a forked child)."""
+    """Warm worker threads this process keeps for big batches (hardware threads - 1; started
+    on first use, rebuilt in a forked child)."""

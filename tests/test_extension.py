@@ -160,7 +160,8 @@ def _public(names) -> set[str]:
 def test_stub_names_match_the_built_module():
     _C = backend.native_backend().module
     tree = ast.parse(STUB.read_text())
-    stub = {node.name: node for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    stub = {node.name: node for node in tree.body
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
     stub_globals = _public(stub) | _public(
         n.target.id if isinstance(n, ast.AnnAssign) else n.targets[0].id
         for n in tree.body if isinstance(n, (ast.Assign, ast.AnnAssign)))
@@ -188,7 +189,8 @@ def test_stub_classes_and_enums_match_the_built_module():
         if issubclass(bound, enum.Enum):
             base = ast.unparse(node.bases[0])
             assert issubclass(bound, {"enum.Enum": enum.Enum, "enum.Flag": enum.Flag}[base])
-            values = {n.targets[0].id: n.value.value for n in node.body if isinstance(n, ast.Assign)}
+            values = {n.targets[0].id: n.value.value for n in node.body
+                      if isinstance(n, ast.Assign)}
             assert values == {m.name: m.value for m in bound}, node.name
             assert attr_docs == {m.name: " ".join(m.__doc__.split()) for m in bound}, node.name
             continue

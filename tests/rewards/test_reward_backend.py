@@ -38,8 +38,9 @@ def test_options_convert_to_the_bound_class():
     assert (opt.answer_only, opt.last, opt.clamp) == (False, False, True)
     assert opt.formats == C.BoxFormat.LIST | C.BoxFormat.TUPLE
     assert (opt.coords, opt.swapped) == (C.Coords.PIXELS, C.Swapped.REJECT)
-    assert repr(opt) == ("ParseOptions(answer_only=False, last=False, formats=BoxFormat.LIST|TUPLE, "
-                         "coords=Coords.PIXELS, swapped=Swapped.REJECT, clamp=True)")
+    assert repr(opt) == ("ParseOptions(answer_only=False, last=False, "
+                         "formats=BoxFormat.LIST|TUPLE, coords=Coords.PIXELS, "
+                         "swapped=Swapped.REJECT, clamp=True)")
 
 
 @needs_native
