@@ -16,7 +16,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import append_rows, median_time, print_table  # noqa: E402
 
-from dprl._ext import native  # noqa: E402
+from dprl.rewards.backend import native_backend  # noqa: E402
 from dprl.rewards.reference import box_iou_reference  # noqa: E402
 
 
@@ -31,18 +31,18 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["64x64", "8192x4", "2048x2048"])
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
-    ext = native()
-    if ext is None:
+    native = native_backend()
+    if native is None:
         raise SystemExit("dprl._C is not built: run scripts/setup.sh first")
     rng = np.random.default_rng(0)
     rows = []
     for size in args.sizes:
         n, m = (int(x) for x in size.split("x"))
         a, b = random_boxes(rng, n), random_boxes(rng, m)
-        assert np.allclose(ext.box_iou(a, b), box_iou_reference(a, b), atol=1e-6)
+        assert np.allclose(native.box_iou(a, b), box_iou_reference(a, b), atol=1e-6)
         t_ref = median_time(lambda: box_iou_reference(a, b), args.repeats)
-        t_1 = median_time(lambda: ext.box_iou(a, b, max_threads=1), args.repeats)
-        t_all = median_time(lambda: ext.box_iou(a, b), args.repeats)
+        t_1 = median_time(lambda: native.box_iou(a, b, max_threads=1), args.repeats)
+        t_all = median_time(lambda: native.box_iou(a, b), args.repeats)
         rows.append({"bench": "box_iou", "n": n, "m": m, "numpy_ms": t_ref * 1e3, "cpp_1t_ms": t_1 * 1e3,
                      "cpp_ms": t_all * 1e3, "speedup_vs_numpy": t_ref / t_all,
                      "thread_scaling": t_1 / t_all, "mpairs_per_s": n * m / t_all / 1e6})

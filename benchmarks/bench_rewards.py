@@ -39,7 +39,7 @@ sys.path.insert(0, HERE)
 from harness import (append_rows, environment, interleaved_median_times,  # noqa: E402
                      machine_scaling_2t)
 
-from dprl._ext import native  # noqa: E402
+from dprl.rewards.backend import native_backend  # noqa: E402
 from dprl.rewards import RewardFunction  # noqa: E402
 
 TAU = 0.8
@@ -212,7 +212,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--no-save", action="store_true", help="do not append to the results file")
     args = ap.parse_args()
-    if native() is None:
+    if native_backend() is None:
         sys.exit("dprl._C is not built: python setup.py build_ext --inplace")
 
     env = environment()

@@ -1,6 +1,8 @@
 // The only file that includes pybind11: converts arguments, checks shapes, releases the GIL.
+#include <pybind11/native_enum.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
 #include <string>
@@ -15,7 +17,6 @@ namespace py = pybind11;
 using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
 using DoubleArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
 using Int64Array = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
-using Int32Array = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
 
 namespace {
 
@@ -109,21 +110,27 @@ Texts borrow_texts(const py::handle& seq, int max_threads) {
   return t;
 }
 
-dprl::ParseOptions make_options(bool answer_only, bool last, uint32_t formats, int coords,
-                                int swapped, bool clamp) {
+void check_formats(uint32_t formats) {
   if (formats == 0 || (formats & ~uint32_t(dprl::kAllFormats))) {
-    throw py::value_error("formats must be a non-empty mask of 1 (points), 2 (list), 4 (tuple)");
+    throw py::value_error("formats must be a non-empty combination of BoxFormat.POINTS, "
+                          "BoxFormat.LIST and BoxFormat.TUPLE");
   }
-  if (coords < 0 || coords > 3) throw py::value_error("coords must be 0..3");
-  if (swapped < 0 || swapped > 1) throw py::value_error("swapped must be 0 or 1");
-  dprl::ParseOptions o;
-  o.answer_only = answer_only;
-  o.last = last;
-  o.formats = formats;
-  o.coords = static_cast<dprl::Coords>(coords);
-  o.swapped = static_cast<dprl::Swapped>(swapped);
-  o.clamp = clamp;
-  return o;
+}
+
+// Readable reprs: enum members print as Coords.AUTO, flags as BoxFormat.POINTS|LIST.
+std::string str_of(const py::object& x) { return py::str(x).cast<std::string>(); }
+
+std::string repr_options(const dprl::ParseOptions& o) {
+  return "ParseOptions(answer_only=" + str_of(py::bool_(o.answer_only)) +
+         ", last=" + str_of(py::bool_(o.last)) +
+         ", formats=" + str_of(py::cast(static_cast<dprl::BoxFormat>(o.formats))) +
+         ", coords=" + str_of(py::cast(o.coords)) + ", swapped=" + str_of(py::cast(o.swapped)) +
+         ", clamp=" + str_of(py::bool_(o.clamp)) + ")";
+}
+
+std::string repr_term(const dprl::RewardTerm& t) {
+  return "RewardTerm(kind=" + str_of(py::cast(t.kind)) + ", tau=" + str_of(py::float_(t.tau)) +
+         ", weight=" + str_of(py::float_(t.weight)) + ")";
 }
 
 // image_wh / input_wh as [n, 2] float64 arrays when the coordinates are pixels; null otherwise.
@@ -151,10 +158,8 @@ PixelSizes pixel_sizes(const dprl::ParseOptions& opt, const py::object& image_wh
   return p;
 }
 
-py::tuple analyze(const py::handle& texts, bool answer_only, bool last, uint32_t formats,
-                  int coords, int swapped, bool clamp, const py::object& image_wh,
-                  const py::object& input_wh, int max_threads) {
-  const dprl::ParseOptions opt = make_options(answer_only, last, formats, coords, swapped, clamp);
+py::tuple analyze(const py::handle& texts, const dprl::ParseOptions& opt,
+                  const py::object& image_wh, const py::object& input_wh, int max_threads) {
   Texts t = borrow_texts(texts, max_threads);
   const auto n = static_cast<py::ssize_t>(t.ptr.size());
   const PixelSizes sizes = pixel_sizes(opt, image_wh, input_wh, n);
@@ -185,33 +190,38 @@ void check_ragged(const FloatArray& gt, const Int64Array& offsets, py::ssize_t n
   }
 }
 
-py::tuple score_batch(const py::handle& texts, bool answer_only, bool last, uint32_t formats,
-                      int coords, int swapped, bool clamp, const py::object& image_wh,
-                      const py::object& input_wh, const FloatArray& gt, const Int64Array& offsets,
-                      const Int32Array& kinds, const FloatArray& taus, const FloatArray& weights,
-                      int max_threads) {
-  const dprl::ParseOptions opt = make_options(answer_only, last, formats, coords, swapped, clamp);
+py::tuple score_batch(const py::handle& texts, const std::vector<dprl::RewardTerm>& terms,
+                      const dprl::ParseOptions& opt, const py::object& gt_in,
+                      const py::object& offsets_in, const py::object& image_wh,
+                      const py::object& input_wh, int max_threads) {
+  if (terms.empty()) throw py::value_error("terms must hold at least one RewardTerm");
   Texts t = borrow_texts(texts, max_threads);
   const auto n = static_cast<py::ssize_t>(t.ptr.size());
   const PixelSizes sizes = pixel_sizes(opt, image_wh, input_wh, n);
-  check_ragged(gt, offsets, n);
-  const py::ssize_t n_terms = kinds.size();
-  if (kinds.ndim() != 1 || taus.ndim() != 1 || weights.ndim() != 1 || taus.size() != n_terms ||
-      weights.size() != n_terms || n_terms == 0) {
-    throw py::value_error("kinds, taus and weights must be 1-D with one entry per term (>= 1)");
+  bool need_iou = false;
+  for (const dprl::RewardTerm& term : terms) need_iou |= term.kind != dprl::TermKind::kFormat;
+  // Ground truth is read only by the IoU terms; a format-only reward may leave it out.
+  FloatArray gt;
+  Int64Array offsets;
+  const bool has_gt = !gt_in.is_none();
+  if (has_gt == offsets_in.is_none()) {
+    throw py::value_error("gt and offsets go together: give both or neither");
   }
-  std::vector<dprl::RewardTerm> terms(n_terms);
-  for (py::ssize_t k = 0; k < n_terms; ++k) {
-    const int32_t kind = kinds.data()[k];
-    if (kind < 0 || kind > 4) throw py::value_error("term kinds must be 0..4");
-    terms[k] = {static_cast<dprl::TermKind>(kind), taus.data()[k], weights.data()[k]};
+  if (has_gt) {
+    gt = FloatArray::ensure(gt_in);
+    offsets = Int64Array::ensure(offsets_in);
+    if (!gt || !offsets) throw py::error_already_set();
+    check_ragged(gt, offsets, n);
+  } else if (need_iou) {
+    throw py::value_error("IoU terms need the ground truth: gt [K, 4] and offsets [N + 1]");
   }
+  const auto n_terms = static_cast<py::ssize_t>(terms.size());
   py::array_t<float> total(n);
   py::array_t<float> parts({n_terms, n});
   float* ptotal = total.mutable_data();
   float* pparts = parts.mutable_data();
-  const float* pg = gt.data();
-  const int64_t* po = offsets.data();
+  const float* pg = has_gt ? gt.data() : nullptr;
+  const int64_t* po = has_gt ? offsets.data() : nullptr;
   {
     py::gil_scoped_release release;
     dprl::score_batch(t.batch(), opt, sizes.image_ptr, sizes.input_ptr, pg, po, terms.data(),
@@ -267,26 +277,106 @@ py::array_t<float> best_iou_ragged(const FloatArray& pred, const FloatArray& gt,
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "dprl C++ extension: box parsing, IoU and reward scoring over whole batches";
+
+  // Enums as Python enum.Enum subclasses (dprl/rewards/options.py and terms.py hold the Python
+  // enums with the same member names, for the reference path that runs without this module).
+  py::native_enum<dprl::BoxFormat>(m, "BoxFormat", "enum.Flag",
+                                   "Box syntaxes a parse accepts; combine them with |.")
+      .value("POINTS", dprl::kPoints, "(x1,y1),(x2,y2): Qwen2-VL, box tokens around it or not")
+      .value("LIST", dprl::kList, "[x1, y1, x2, y2], also inside JSON such as {\"bbox_2d\": ...}")
+      .value("TUPLE", dprl::kTuple, "(x1, y1, x2, y2)")
+      .finalize();
+  py::native_enum<dprl::Coords>(m, "Coords", "enum.Enum",
+                                "How parsed numbers map to the output frame.")
+      .value("AUTO", dprl::Coords::kAuto, "0-1000; a box with all four values in [0, 1] is x1000")
+      .value("NORM1000", dprl::Coords::kNorm1000, "0-1000 as written")
+      .value("FRACTION", dprl::Coords::kFraction, "0-1 fractions, always x1000")
+      .value("PIXELS", dprl::Coords::kPixels,
+             "pixels of the resized model input, rescaled to the original image")
+      .finalize();
+  py::native_enum<dprl::Swapped>(m, "Swapped", "enum.Enum",
+                                 "What a box with x1 > x2 or y1 > y2 becomes.")
+      .value("FIX", dprl::Swapped::kFix, "reorder the corners")
+      .value("REJECT", dprl::Swapped::kReject, "no box")
+      .finalize();
+  py::native_enum<dprl::TermKind>(m, "TermKind", "enum.Enum",
+                                  "The built-in reward terms score_batch computes.")
+      .value("FORMAT", dprl::TermKind::kFormat,
+             "0.5 for <think>..</think><answer>..</answer> + 0.5 for a box in the answer")
+      .value("IOU", dprl::TermKind::kIou, "best IoU over the sample's ground-truth boxes")
+      .value("IOU_THRESHOLD", dprl::TermKind::kIouThreshold, "IoU if IoU >= tau else 0")
+      .value("IOU_SQUARED", dprl::TermKind::kIouSquared, "IoU * IoU")
+      .value("ACC", dprl::TermKind::kAcc, "1 if IoU >= tau else 0")
+      .finalize();
+
+  py::class_<dprl::ParseOptions>(m, "ParseOptions",
+                                 "How a box is read out of a completion (csrc/box_parse.h).")
+      .def(py::init([](bool answer_only, bool last, dprl::BoxFormat formats, dprl::Coords coords,
+                       dprl::Swapped swapped, bool clamp) {
+             check_formats(formats);
+             dprl::ParseOptions o;
+             o.answer_only = answer_only;
+             o.last = last;
+             o.formats = formats;
+             o.coords = coords;
+             o.swapped = swapped;
+             o.clamp = clamp;
+             return o;
+           }),
+           py::kw_only(), py::arg("answer_only") = true, py::arg("last") = true,
+           py::arg("formats") = dprl::kAllFormats, py::arg("coords") = dprl::Coords::kAuto,
+           py::arg("swapped") = dprl::Swapped::kFix, py::arg("clamp") = false,
+           "Every field has its default unless given (all of them keyword-only).")
+      .def_readwrite("answer_only", &dprl::ParseOptions::answer_only,
+                     "search only between the first <answer> and the next </answer>")
+      .def_readwrite("last", &dprl::ParseOptions::last,
+                     "take the last match (DeepPerception) instead of the first")
+      .def_property(
+          "formats",
+          [](const dprl::ParseOptions& o) { return static_cast<dprl::BoxFormat>(o.formats); },
+          [](dprl::ParseOptions& o, dprl::BoxFormat f) {
+            check_formats(f);
+            o.formats = f;
+          },
+          "the box syntaxes that count (a non-empty BoxFormat combination)")
+      .def_readwrite("coords", &dprl::ParseOptions::coords, "the coordinate frame")
+      .def_readwrite("swapped", &dprl::ParseOptions::swapped, "what swapped corners become")
+      .def_readwrite("clamp", &dprl::ParseOptions::clamp,
+                     "clamp to [0, 1000], or to the original image with Coords.PIXELS")
+      .def("__repr__", &repr_options);
+
+  py::class_<dprl::RewardTerm>(m, "RewardTerm", "One built-in term of a weighted reward.")
+      .def(py::init([](dprl::TermKind kind, float tau, float weight) {
+             return dprl::RewardTerm{kind, tau, weight};
+           }),
+           py::arg("kind") = dprl::TermKind::kFormat, py::arg("tau") = 0.0f,
+           py::arg("weight") = 1.0f,
+           "kind, its threshold tau (read by IOU_THRESHOLD and ACC only) and its weight.")
+      .def_readwrite("kind", &dprl::RewardTerm::kind, "which term")
+      .def_readwrite("tau", &dprl::RewardTerm::tau, "threshold of IOU_THRESHOLD and ACC")
+      .def_readwrite("weight", &dprl::RewardTerm::weight, "weight in the total")
+      .def("__repr__", &repr_term);
+
   m.def("box_iou", &box_iou, py::arg("a"), py::arg("b"), py::arg("max_threads") = 0,
         "Pairwise IoU of a: [N, 4] and b: [M, 4] float32 boxes (x1, y1, x2, y2) -> [N, M].\n"
         "Invalid boxes (non-finite, zero or negative area) have IoU 0.");
-  m.def("analyze", &analyze, py::arg("texts"), py::arg("answer_only") = true,
-        py::arg("last") = true, py::arg("formats") = uint32_t(dprl::kAllFormats),
-        py::arg("coords") = 0, py::arg("swapped") = 0, py::arg("clamp") = false,
-        py::arg("image_wh") = py::none(), py::arg("input_wh") = py::none(),
+  m.def("analyze", &analyze, py::arg("texts"), py::arg("options") = dprl::ParseOptions(),
+        py::kw_only(), py::arg("image_wh") = py::none(), py::arg("input_wh") = py::none(),
         py::arg("max_threads") = 0,
-        "texts: list of str/bytes -> (boxes float32 [N, 4] with NaN rows, format uint8 [N]).");
+        "texts: list of str/bytes -> (boxes float32 [N, 4] with NaN rows, format uint8 [N]).\n"
+        "image_wh, input_wh: float64 [N, 2] (width, height), read with Coords.PIXELS only.");
   m.def("parse_letters", &parse_letters, py::arg("texts"), py::arg("answer_only") = true,
         py::arg("max_threads") = 0,
         "texts: list of str/bytes -> uint8 [N], the ASCII code of each choice letter or 0.");
-  m.def("score_batch", &score_batch, py::arg("texts"), py::arg("answer_only"), py::arg("last"),
-        py::arg("formats"), py::arg("coords"), py::arg("swapped"), py::arg("clamp"),
-        py::arg("image_wh"), py::arg("input_wh"), py::arg("gt"), py::arg("offsets"),
-        py::arg("kinds"), py::arg("taus"), py::arg("weights"), py::arg("max_threads") = 0,
-        "Every built-in reward term in one pass: texts, parse options, ragged ground truth "
-        "(gt [K, 4], offsets [N + 1]) and terms (kinds int32 [T]: 0 format, 1 iou, "
-        "2 iou_threshold, 3 iou_squared, 4 acc; taus, weights float32 [T]) -> (total float32 "
-        "[N], parts float32 [T, N]).");
+  m.def("score_batch", &score_batch, py::arg("texts"), py::arg("terms"),
+        py::arg("options") = dprl::ParseOptions(), py::kw_only(), py::arg("gt") = py::none(),
+        py::arg("offsets") = py::none(), py::arg("image_wh") = py::none(),
+        py::arg("input_wh") = py::none(), py::arg("max_threads") = 0,
+        "Every term of a weighted reward in one pass over the texts -> (total float32 [N], "
+        "parts float32 [T, N]).\n"
+        "terms: RewardTerm [T]; gt float32 [K, 4] and offsets int64 [N + 1]: the ground truth "
+        "of text i is gt[offsets[i]:offsets[i + 1]] (both may be None when every term is "
+        "FORMAT); image_wh, input_wh as in analyze.");
   m.def("best_iou_ragged", &best_iou_ragged, py::arg("pred"), py::arg("gt"), py::arg("offsets"),
         py::arg("max_threads") = 0,
         "pred [N, 4], gt [K, 4], offsets int64 [N + 1] -> float32 [N]: best IoU of pred[i] over "

@@ -8,7 +8,7 @@ from dprl.config.eval import CheckpointConfig, EvalConfig, EvalDataConfig, Knowl
 from dprl.config.loader import ConfigError, load_config, parse_override, require, save_config, to_dict
 from dprl.config.model import VLLM_CPU_HEAD_SIZES, ModelConfig, TinyModelConfig
 from dprl.config.pipeline import PipelineConfig, SmokeConfig
-from dprl.config.rewards import BoxParseConfig, RewardConfig, RewardTermConfig
+from dprl.config.rewards import ParseOptions, RewardConfig, RewardTermConfig
 from dprl.config.rollout import RolloutConfig
 from dprl.config.train import (
     GRPOAlgoConfig,
@@ -24,9 +24,9 @@ from dprl.config.world import ALL_DOMAINS, SEEN_DOMAINS, UNSEEN_DOMAINS, WorldCo
 
 __all__ = [
     "ALL_DOMAINS", "SEEN_DOMAINS", "UNSEEN_DOMAINS", "VLLM_CPU_HEAD_SIZES",
-    "BoxParseConfig", "CheckpointConfig", "ConfigError", "EvalConfig", "EvalDataConfig",
+    "CheckpointConfig", "ConfigError", "EvalConfig", "EvalDataConfig",
     "GRPOAlgoConfig", "GRPOConfig", "GRPODataConfig", "KnowledgeProbeConfig", "LogConfig",
-    "ModelConfig", "PipelineConfig", "RewardConfig", "RewardTermConfig", "RolloutConfig",
+    "ModelConfig", "ParseOptions", "PipelineConfig", "RewardConfig", "RewardTermConfig", "RolloutConfig",
     "SFTConfig", "SFTDataConfig", "SmokeConfig", "TinyModelConfig", "TrainerConfig",
     "WeightSyncConfig", "WorldConfig",
     "load_config", "parse_override", "require", "save_config", "to_dict",

@@ -7,7 +7,7 @@ from typing import Literal
 
 from dprl.config.loader import require
 from dprl.config.model import TinyModelConfig
-from dprl.config.rewards import BoxParseConfig
+from dprl.config.rewards import ParseOptions
 from dprl.config.rollout import RolloutConfig
 
 
@@ -94,7 +94,7 @@ class EvalConfig:
     describe_max_tokens: int = 48  # cot2's first turn
     batch_size: int = 64  # prompts per engine call; predictions are saved after each
     iou_threshold: float = 0.5
-    parse: BoxParseConfig = field(default_factory=BoxParseConfig)
+    parse: ParseOptions = field(default_factory=ParseOptions)
     # How grounding answers are read and scored: dprl = the reward parser with `parse`;
     # official = the KVG-Bench scorer's rules (dprl.eval.official), for numbers set next to the
     # paper's; it ignores `parse` and takes the benchmark's own seen/unseen split.

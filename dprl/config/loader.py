@@ -15,6 +15,7 @@ section at configs/sft_tiny.yaml and change only what differs.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 import os
 import types
@@ -49,6 +50,8 @@ def _type_name(tp: Any) -> str:
         return "null"
     if dataclasses.is_dataclass(tp):
         return f"a mapping (section {tp.__name__})"
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return "one of " + ", ".join(repr(m.value) for m in tp)
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
 
 
@@ -64,6 +67,11 @@ def _convert(value: Any, tp: Any, key: str, base: Any = None) -> Any:
         if value not in typing.get_args(tp):
             raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
         return value
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}") from None
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(tp):
             try:
@@ -130,7 +138,12 @@ def _build(cls: type, data: dict, prefix: str = "", base: Any = None) -> Any:
         if not dataclasses.is_dataclass(sub_base):
             sub_base = None
         kwargs[name] = _convert(value, hints[name], prefix + name, sub_base)
-    return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
+    try:
+        return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
+    except ConfigError as err:
+        # A section that checks itself when built (a runtime options object that is also a
+        # config section) names its field; the dotted key says where the section is.
+        raise ConfigError(f"{prefix}{err}") from None
 
 
 def _is_non_finite_text(value: Any) -> bool:
@@ -269,8 +282,20 @@ def load_config(cls: type, path: str | None = None, overrides: list[str] = ()) -
     return cfg
 
 
+def _plain(value: Any) -> Any:
+    """Enum members as their words and tuples as lists, so YAML's safe dumper writes them."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 def to_dict(cfg: Any) -> dict:
-    return dataclasses.asdict(cfg)
+    """Every field of `cfg`, sections as mappings, in plain YAML/JSON types."""
+    return _plain(dataclasses.asdict(cfg))
 
 
 def save_config(cfg: Any, directory: str, name: str = "config.yaml") -> str:

@@ -71,17 +71,11 @@ def _drop_partial_line(path: str) -> None:
             fh.truncate(data.rfind(b"\n") + 1)
 
 
-def _parse_options(cfg: EvalConfig) -> dict:
-    p = cfg.parse
-    return dict(scope=p.scope, pick=p.pick, formats=tuple(p.formats), coords=p.coords,
-                swapped=p.swapped, clamp=p.clamp)
-
-
 def _score(cfg: EvalConfig, batch: list[Sample], texts: list[str]) -> list[dict]:
     if cfg.scorer == "official":
         return official.score_official(texts, [s.gt_boxes for s in batch], cfg.iou_threshold)
     if cfg.data.task == "kvg":
-        return scoring.score_grounding(texts, [s.gt_boxes for s in batch], _parse_options(cfg),
+        return scoring.score_grounding(texts, [s.gt_boxes for s in batch], cfg.parse,
                                        cfg.iou_threshold)
     return scoring.score_choice(texts, [s.answer for s in batch], cfg.parse.scope)
 

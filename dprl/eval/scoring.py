@@ -10,13 +10,13 @@ import math
 
 import numpy as np
 
-from dprl.rewards import best_iou, parse_boxes, parse_letters
+from dprl.rewards import ParseOptions, analyze, best_iou, parse_letters
 
 
-def score_grounding(texts: list[str], gt_boxes: list, parse_options: dict,
+def score_grounding(texts: list[str], gt_boxes: list, parse_options: ParseOptions,
                     threshold: float = 0.5) -> list[dict]:
     """One dict per text: pred_box (None when unparsable), iou, correct, parse_fail."""
-    boxes = parse_boxes(list(texts), **parse_options)  # (N, 4), NaN rows = no box
+    boxes = analyze(list(texts), parse_options)[0]  # (N, 4), NaN rows = no box
     ious = best_iou(np.nan_to_num(boxes, nan=0.0), [np.asarray(g, np.float32).reshape(-1, 4) for g in gt_boxes])
     out = []
     for box, iou in zip(boxes, ious):

@@ -1,7 +1,8 @@
 """Rewards over whole batches: box parsing, IoU and reward scoring.
 
-Parsing and IoU run in C++ (dprl._C, GIL released) when the extension is built and fall back to
-the pure-Python reference in `dprl.rewards.reference` otherwise; both give the same numbers.
+Parsing, IoU and the built-in rewards run in C++ (dprl._C, GIL released) when the extension is
+built and in the pure-Python reference (`dprl.rewards.reference`) otherwise, chosen once per
+process in `dprl.rewards.backend`; both give the same numbers.
 Reward functions follow the contract `fn(completions, **columns) -> list[float]`.
 """
 from dprl.rewards.functions import (
@@ -14,13 +15,18 @@ from dprl.rewards.functions import (
     reward_fn,
 )
 from dprl.rewards.iou import best_iou, box_iou
-from dprl.rewards.options import ParseOptions
+from dprl.rewards.options import BoxFormat, Coords, ParseOptions, Pick, Scope, Swapped
 from dprl.rewards.parse import analyze, format_ok, parse_boxes, parse_letters
 
 __all__ = [
     "BUILTIN",
+    "BoxFormat",
+    "Coords",
     "ParseOptions",
+    "Pick",
     "RewardFunction",
+    "Scope",
+    "Swapped",
     "Term",
     "analyze",
     "available_rewards",

@@ -32,15 +32,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dprl._ext import native_fn
 from dprl.config.rewards import BUILTIN_REWARDS, REGISTERED_REWARDS, RewardTermConfig, reward_names
+from dprl.rewards.backend import RewardBackend, get_backend
 from dprl.rewards.iou import best_iou, ragged_boxes
-from dprl.rewards.options import COORDS, SWAPPED, ParseOptions, make_options
+from dprl.rewards.options import ParseOptions, Scope, make_options
 from dprl.rewards.parse import analyze, check_texts, parse_letters, pixel_sizes
+from dprl.rewards.reference import (format_score_reference, iou_score_reference,
+                                    weighted_total_reference)
+from dprl.rewards.terms import FusedTerm, TermKind
 
 RewardFn = Callable[..., list]
 BUILTIN = BUILTIN_REWARDS
-# A reward term is its config section: name, weight, tau; `kind`, `threshold` and `label` read them.
+# A reward term is its config section: name, weight, tau; `reward`, `threshold` and `label` read
+# them, and `check()` validates it (the config loader calls it too).
 Term = RewardTermConfig
 
 
@@ -111,13 +115,12 @@ class Batch:
 def _format(batch: Batch, tau) -> np.ndarray:
     boxes, ok = batch.analysis()
     # The box half reads the answer region even when boxes are searched anywhere.
-    if batch.options.scope != "answer":
-        boxes = analyze(batch.texts, batch.options, scope="answer",
+    if batch.options.scope is not Scope.ANSWER:
+        boxes = analyze(batch.texts, batch.options, scope=Scope.ANSWER,
                         image_size=batch.columns.get("image_size"),
                         input_size=batch.columns.get("input_size"),
                         use_native=batch.use_native, max_threads=batch.max_threads)[0]
-    has_box = ~np.isnan(boxes).any(axis=1)  # (N,)
-    return 0.5 * ok.astype(np.float32) + 0.5 * has_box.astype(np.float32)
+    return format_score_reference(ok, boxes)
 
 
 def _mc_letter(batch: Batch, tau) -> np.ndarray:
@@ -131,28 +134,29 @@ def _mc_letter(batch: Batch, tau) -> np.ndarray:
     return ((got == np.array(truth, dtype="<U1")) & (got != "")).astype(np.float32)
 
 
+def _iou_term(kind: TermKind) -> Callable[[Batch, float], np.ndarray]:
+    return lambda batch, tau: iou_score_reference(kind, tau, batch.iou())
+
+
+# Term by term, for a reward that mixes built-in and registered terms; the same formulas as the
+# fused pass (reference.score_batch_reference, csrc/rewards.cpp).
 _SCORERS: dict[str, Callable[[Batch, float], np.ndarray]] = {
-    "format": _format,
-    "iou": lambda b, tau: b.iou(),
-    "iou_threshold": lambda b, tau: np.where(b.iou() >= np.float32(tau), b.iou(), np.float32(0)),
-    "iou_squared": lambda b, tau: b.iou() * b.iou(),
-    "acc": lambda b, tau: (b.iou() >= np.float32(tau)).astype(np.float32),
+    **{k.value: _iou_term(k) for k in TermKind if k is not TermKind.FORMAT},
+    TermKind.FORMAT.value: _format,
     "mc_letter": _mc_letter,
 }
 assert set(_SCORERS) == set(BUILTIN)
-# The terms dprl._C.score_batch computes in one pass (csrc/rewards.h, TermKind).
-_FUSED_KINDS = {"format": 0, "iou": 1, "iou_threshold": 2, "iou_squared": 3, "acc": 4}
 
 
 def _score_term(term: Term, batch: Batch) -> np.ndarray:
     """One term's values, float32 [N], finite."""
-    if term.kind in _SCORERS:
-        out = _SCORERS[term.kind](batch, term.threshold)
+    if term.reward in _SCORERS:
+        out = _SCORERS[term.reward](batch, term.threshold)
     else:
-        out = REGISTERED_REWARDS[term.kind](completions=batch.texts, **batch.columns)  # TRL's call
+        out = REGISTERED_REWARDS[term.reward](completions=batch.texts, **batch.columns)  # TRL's call
     arr = np.asarray(out, dtype=np.float32)
     if arr.shape != (len(batch.texts),):
-        raise ValueError(f"reward {term.kind!r} returned shape {arr.shape}, expected "
+        raise ValueError(f"reward {term.reward!r} returned shape {arr.shape}, expected "
                          f"({len(batch.texts)},): one float per completion")
     # A researcher's function may return NaN/inf; a training step must not see them.
     return np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
@@ -164,9 +168,9 @@ class RewardFunction:
 
     def __init__(self, terms, options: ParseOptions | None = None, max_threads: int = 0,
                  use_native: bool | None = None, **parse_options):
-        """terms: Term, name, or (name, weight[, tau]) each. use_native: None = C++ when built
-        (built-in terms then go through one fused pass, dprl._C.score_batch); False = the Python
-        reference; True = C++ or raise."""
+        """terms: Term, name, or (name, weight[, tau]) each. use_native: None = C++ when built;
+        False = the Python reference; True = C++ or raise. When every term is built in (no
+        mc_letter, nothing registered) all of them are scored in one fused pass."""
         self.terms = [t if isinstance(t, Term) else Term(*t) if isinstance(t, tuple) else Term(t)
                       for t in terms]
         if not self.terms:
@@ -177,49 +181,39 @@ class RewardFunction:
         self.max_threads = max_threads
         self.use_native = use_native
         self.__name__ = "+".join(t.label for t in self.terms)
-        # Terms the C++ scorer knows, as arrays for it; None when some term needs Python.
-        kinds = [_FUSED_KINDS.get(t.kind) for t in self.terms]
-        self._terms_arrays = None if None in kinds else (
-            np.array(kinds, dtype=np.int32),  # (T,)
-            np.array([t.threshold if t.threshold is not None else 0.0 for t in self.terms], dtype=np.float32),
-            np.array([t.weight for t in self.terms], dtype=np.float32))
+        # What the fused pass reads of each term; None when some term needs the term-by-term path.
+        fused = [FusedTerm(TermKind.of(t.reward), t.threshold, t.weight) for t in self.terms]
+        self._fused_terms = fused if all(f.kind is not None for f in fused) else None
 
-    def _fused_fn(self):
-        """dprl._C.score_batch when every term is built in and the extension has it, else None."""
-        if self._terms_arrays is None or self.use_native is False:
-            return None
-        fn = native_fn("score_batch")
-        if fn is None and self.use_native:
-            raise RuntimeError("use_native=True but dprl._C.score_batch is not built")
-        return fn
+    def _fused_backend(self) -> RewardBackend | None:
+        """The backend that scores every term in one pass, or None when some term needs the
+        term-by-term path."""
+        return get_backend(self.use_native) if self._fused_terms is not None else None
 
-    def _score_fused(self, fn, batch: Batch) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Every term in one C++ pass: parse, format, best IoU and the weighted sum per text."""
+    def _score_fused(self, backend: RewardBackend,
+                     batch: Batch) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Every term in one pass: parse, format, best IoU and the weighted sum per text."""
         texts, cols, opt = check_texts(batch.texts), batch.columns, self.options
         n = len(texts)
-        kinds, taus, weights = self._terms_arrays
-        if (kinds != _FUSED_KINDS["format"]).any():
-            flat, offsets = ragged_boxes(batch.gt_boxes(), n)
-        else:  # format alone reads no ground truth
-            flat, offsets = np.zeros((0, 4), np.float32), np.zeros(n + 1, np.int64)
+        gt = offsets = None  # format alone reads no ground truth
+        if any(t.kind is not TermKind.FORMAT for t in self._fused_terms):
+            gt, offsets = ragged_boxes(batch.gt_boxes(), n)  # (K, 4), (N + 1,)
         image_wh, input_wh = pixel_sizes(opt, cols.get("image_size"), cols.get("input_size"), n)
-        total, parts = fn(texts, opt.scope == "answer", opt.pick == "last", opt.format_mask,
-                          COORDS.index(opt.coords), SWAPPED.index(opt.swapped), opt.clamp,
-                          image_wh, input_wh, flat, offsets, kinds, taus, weights,
-                          self.max_threads)  # (N,), (T, N)
+        total, parts = backend.score_batch(texts, self._fused_terms, opt, gt=gt, offsets=offsets,
+                                           image_wh=image_wh, input_wh=input_wh,
+                                           max_threads=self.max_threads)  # (N,), (T, N)
         return total, {t.label: parts[k] for k, t in enumerate(self.terms)}
 
     def score(self, completions, **columns) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """-> (total float32 [N], {term label: float32 [N] before weighting})."""
         texts = completion_texts(completions)
         batch = Batch(texts, columns, self.options, self.max_threads, self.use_native)
-        fn = self._fused_fn()
-        if fn is not None:
-            return self._score_fused(fn, batch)
+        backend = self._fused_backend()
+        if backend is not None:
+            return self._score_fused(backend, batch)
         parts = {t.label: _score_term(t, batch) for t in self.terms}
-        total = np.zeros(len(texts), dtype=np.float32)  # (N,)
-        for t in self.terms:
-            total += np.float32(t.weight) * parts[t.label]
+        total = weighted_total_reference([t.weight for t in self.terms],
+                                         [parts[t.label] for t in self.terms], len(texts))
         return total, parts
 
     def __call__(self, completions, **columns) -> list[float]:
@@ -232,8 +226,6 @@ def reward_fn(name: str, tau: float | None = None, **parse_options) -> RewardFun
 
 
 def from_config(cfg) -> RewardFunction:
-    """The weighted reward a `RewardConfig` (dprl.config) describes."""
-    p = cfg.parse
-    options = ParseOptions(scope=p.scope, pick=p.pick, formats=tuple(p.formats), coords=p.coords,
-                           swapped=p.swapped, clamp=p.clamp)
-    return RewardFunction(list(cfg.functions), options)
+    """The weighted reward a `RewardConfig` (dprl.config) describes: its terms and its parse
+    options are the reward's own objects."""
+    return RewardFunction(list(cfg.functions), cfg.parse)

@@ -1,10 +1,9 @@
-"""Batched box IoU, in C++ when dprl._C is built."""
+"""Batched box IoU, in C++ when dprl._C is built (see dprl.rewards.backend)."""
 from __future__ import annotations
 
 import numpy as np
 
-from dprl._ext import native, native_fn
-from dprl.rewards.reference import best_iou_ragged_reference, box_iou_reference
+from dprl.rewards.backend import get_backend
 
 
 def _as_boxes(x, name: str) -> np.ndarray:
@@ -22,11 +21,7 @@ def box_iou(a, b) -> np.ndarray:
     A box with a non-finite coordinate (a NaN row means "no box"), zero or negative width or
     height has IoU 0 with everything, so the result is always finite and in [0, 1].
     """
-    a32, b32 = _as_boxes(a, "a"), _as_boxes(b, "b")
-    ext = native()
-    if ext is not None:
-        return ext.box_iou(a32, b32)
-    return box_iou_reference(a32, b32)
+    return get_backend().box_iou(_as_boxes(a, "a"), _as_boxes(b, "b"))
 
 
 def ragged_boxes(gt_boxes, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -70,9 +65,4 @@ def best_iou(pred, gt_boxes, use_native: bool | None = None, max_threads: int = 
     """
     p = _as_boxes(pred, "pred")  # (N, 4)
     flat, offsets = ragged_boxes(gt_boxes, len(p))
-    fn = native_fn("best_iou_ragged") if use_native is not False else None
-    if use_native and fn is None:
-        raise RuntimeError("use_native=True but dprl._C.best_iou_ragged is not built")
-    if fn is not None:
-        return fn(p, flat, offsets, max_threads)
-    return best_iou_ragged_reference(p, flat, offsets)
+    return get_backend(use_native).best_iou_ragged(p, flat, offsets, max_threads)

@@ -9,9 +9,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dprl._ext import native_fn
-from dprl.rewards import reference
-from dprl.rewards.options import COORDS, SWAPPED, ParseOptions, make_options
+from dprl.rewards.backend import get_backend
+from dprl.rewards.options import Coords, ParseOptions, Scope, make_options
 
 
 def check_texts(texts) -> Sequence:
@@ -21,17 +20,6 @@ def check_texts(texts) -> Sequence:
     if isinstance(texts, (str, bytes)) or not isinstance(texts, (list, tuple)):
         raise TypeError(f"texts must be a list or tuple of str or bytes, got {type(texts).__name__}")
     return texts
-
-
-def _pick(use_native: bool | None, name: str):
-    """The C++ function `name`, or None for the Python reference.
-    use_native: None = C++ when built; False = the reference; True = C++ or raise."""
-    if use_native is False:
-        return None
-    fn = native_fn(name)
-    if use_native and fn is None:
-        raise RuntimeError(f"use_native=True but dprl._C.{name} is not built")
-    return fn
 
 
 def sizes_array(x, name: str, n: int) -> np.ndarray | None:
@@ -51,7 +39,7 @@ def sizes_array(x, name: str, n: int) -> np.ndarray | None:
 def pixel_sizes(opt: ParseOptions, image_size, input_size, n: int):
     """(image_wh, input_wh) as float64 [n, 2] arrays or None; coords="pixels" needs image_size."""
     image_wh = sizes_array(image_size, "image_size", n)
-    if opt.coords == "pixels" and image_wh is None:
+    if opt.coords is Coords.PIXELS and image_wh is None:
         raise ValueError("coords='pixels' needs image_size: [N, 2] (width, height) of the originals")
     return image_wh, sizes_array(input_size, "input_size", n)
 
@@ -69,13 +57,7 @@ def analyze(texts, options: ParseOptions | None = None, *, image_size=None, inpu
     check_texts(texts)
     n = len(texts)
     image_wh, input_wh = pixel_sizes(opt, image_size, input_size, n)
-    fn = _pick(use_native, "analyze")
-    if fn is None:
-        boxes, fmt = reference.analyze_reference(texts, opt, image_wh, input_wh)
-    else:
-        boxes, fmt = fn(texts, opt.scope == "answer", opt.pick == "last", opt.format_mask,
-                                 COORDS.index(opt.coords), SWAPPED.index(opt.swapped), opt.clamp,
-                                 image_wh, input_wh, max_threads)
+    boxes, fmt = get_backend(use_native).analyze(texts, opt, image_wh, input_wh, max_threads)
     return boxes, fmt.astype(bool)
 
 
@@ -95,15 +77,12 @@ def format_ok(texts, **options) -> np.ndarray:
     return analyze(texts, **options)[1]
 
 
-def parse_letters(texts, scope: str = "answer", use_native: bool | None = None,
+def parse_letters(texts, scope: Scope | str = Scope.ANSWER, use_native: bool | None = None,
                   max_threads: int = 0) -> np.ndarray:
     """Multiple-choice letters, upper-cased: a `<U1` array [N], "" where none was given."""
     check_texts(texts)
-    if scope not in ("answer", "anywhere"):
-        raise ValueError(f"scope must be 'answer' or 'anywhere', got {scope!r}")
-    fn = _pick(use_native, "parse_letters")
-    if fn is None:
-        return np.array([reference.parse_letter_reference(reference.to_bytes(t), scope)
-                         for t in texts], dtype="<U1")
-    codes = fn(texts, scope == "answer", max_threads)  # (N,) uint8, 0 = none
-    return codes.view("S1").astype("<U1")
+    try:
+        where = Scope(scope)
+    except ValueError:
+        raise ValueError(f"scope must be 'answer' or 'anywhere', got {scope!r}") from None
+    return get_backend(use_native).parse_letters(texts, where, max_threads)

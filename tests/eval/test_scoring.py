@@ -1,13 +1,15 @@
 """Scoring against hand-computed IoUs, the metrics' averages and the Table-1 layout."""
+import dataclasses
 import math
 
 import pytest
 
 from dprl.eval.report import markdown_table
 from dprl.eval.scoring import metrics, score_choice, score_grounding
+from dprl.rewards import ParseOptions
 
-OPTS = dict(scope="answer", pick="last", formats=("points", "list", "tuple"), coords="auto",
-            swapped="fix", clamp=False)
+OPTS = ParseOptions(scope="answer", pick="last", formats=("points", "list", "tuple"), coords="auto",
+                    swapped="fix", clamp=False)
 
 
 def test_grounding_scores_match_hand_computed_ious():
@@ -25,7 +27,7 @@ def test_grounding_scores_match_hand_computed_ious():
     assert [r["correct"] for r in rows] == [True, False, True, False, True]
     assert [r["parse_fail"] for r in rows] == [False, False, False, True, False]
     assert rows[3]["pred_box"] is None and rows[4]["pred_box"] == [0.0, 0.0, 100.0, 50.0]
-    anywhere = score_grounding(texts[3:4], gt[3:4], OPTS | {"scope": "anywhere"})
+    anywhere = score_grounding(texts[3:4], gt[3:4], dataclasses.replace(OPTS, scope="anywhere"))
     assert anywhere[0]["iou"] == pytest.approx(1.0)
 
 

@@ -1,13 +1,12 @@
 """Fixtures for reward tests: run a test on the Python reference and, when built, on C++."""
 import pytest
 
-from dprl._ext import native
+from dprl.rewards.backend import native_backend
 
 
 def has_native() -> bool:
     """True when dprl._C is built from these sources (an older build lacks the reward entry points)."""
-    ext = native()
-    return ext is not None and all(hasattr(ext, f) for f in ("analyze", "parse_letters", "best_iou_ragged"))
+    return native_backend() is not None
 
 
 needs_native = pytest.mark.skipif(not has_native(), reason="dprl._C (C++ extension) is not built")

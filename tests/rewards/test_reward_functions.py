@@ -4,7 +4,7 @@ import pytest
 
 from dprl.config import ConfigError, RewardConfig, load_config
 from dprl.rewards import RewardFunction, from_config, register_reward, reward_fn
-from dprl.rewards import functions as functions_module
+from dprl.rewards.backend import NativeBackend
 
 GT = [100, 100, 300, 300]
 COMPLETIONS = [
@@ -37,13 +37,12 @@ def test_reference_path_never_calls_the_extension(monkeypatch):
     """use_native=False must score with the Python reference alone (the fallback when dprl._C
     is not built): every C++ entry point is made to fail."""
     def boom(name):
-        raise AssertionError(f"dprl._C.{name} called with use_native=False")
+        def call(*args, **kwargs):
+            raise AssertionError(f"dprl._C.{name} called with use_native=False")
+        return call
 
-    monkeypatch.setattr(functions_module, "native_fn", boom)
-    import dprl.rewards.iou as iou_module
-    import dprl.rewards.parse as parse_module
-    monkeypatch.setattr(parse_module, "native_fn", boom)
-    monkeypatch.setattr(iou_module, "native_fn", boom)
+    for name in ("analyze", "parse_letters", "box_iou", "best_iou_ragged", "score_batch"):
+        monkeypatch.setattr(NativeBackend, name, boom(name))
     fn = RewardFunction([("format", 1.0), ("iou_threshold", 1.0), ("acc", 0.5)], use_native=False)
     total, _ = fn.score(COMPLETIONS, boxes=[GT] * len(COMPLETIONS))
     np.testing.assert_allclose(total, [2.5, 2.409091, 1.5, 2.0, 0.5, 0.0], rtol=1e-6)

@@ -7,7 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dprl.rewards import RewardFunction, analyze, best_iou, parse_letters
-from dprl.rewards.options import COORDS, FORMAT_BITS, PICKS, SCOPES, SWAPPED
+from dprl.rewards.backend import NativeBackend
+from dprl.rewards.options import BoxFormat, Coords, Pick, Scope, Swapped
 
 from conftest import needs_native
 
@@ -62,13 +63,18 @@ def boxes_in_noise(draw):
         before + core + after)
 
 
+# The options' words, as a config or a caller spells them.
+SCOPES = [s.value for s in Scope]
+PICKS = [p.value for p in Pick]
+COORDS = [c.value for c in Coords]
+
 options = st.fixed_dictionaries({
     "scope": st.sampled_from(SCOPES),
     "pick": st.sampled_from(PICKS),
-    "formats": st.lists(st.sampled_from(sorted(FORMAT_BITS)), min_size=1, max_size=3, unique=True)
+    "formats": st.lists(st.sampled_from([f.value for f in BoxFormat]), min_size=1, max_size=3, unique=True)
     .map(tuple),
     "coords": st.sampled_from([c for c in COORDS if c != "pixels"]),
-    "swapped": st.sampled_from(SWAPPED),
+    "swapped": st.sampled_from([s.value for s in Swapped]),
     "clamp": st.booleans(),
 })
 
@@ -163,7 +169,7 @@ def assert_fused_same(batch, gts, term_list, **opts):
     """One C++ pass (score_batch) == the term-by-term Python reference, bit for bit."""
     fused = RewardFunction(term_list, use_native=True, **opts)
     ref = RewardFunction(term_list, use_native=False, **opts)
-    assert fused._fused_fn() is not None  # really the one-pass path
+    assert isinstance(fused._fused_backend(), NativeBackend)  # really the one-pass C++ path
     total, parts = fused.score(batch, boxes=gts)
     ref_total, ref_parts = ref.score(batch, boxes=gts)
     assert parts.keys() == ref_parts.keys()

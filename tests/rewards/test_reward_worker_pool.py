@@ -11,7 +11,7 @@ import threading
 import numpy as np
 import pytest
 
-from dprl._ext import native
+from dprl.rewards.backend import native_backend
 from dprl.rewards import RewardFunction
 
 from conftest import needs_native
@@ -37,7 +37,7 @@ def _serial(texts, gt):
 
 
 def test_pool_splits_and_matches_serial():
-    if native().pool_workers() < 1:
+    if native_backend().module.pool_workers() < 1:
         pytest.skip("one hardware thread: the pool has no workers")
     texts, gt = _batch(6000, 0)
     want = _serial(texts, gt)
@@ -51,7 +51,7 @@ def test_sleeping_workers_that_join_late_or_never_change_nothing():
     what chunks are left) or after the caller took them all (and must leave the finished job
     alone). Either way the result is the serial one; run in a child, since the polling time is
     read once per process."""
-    if native().pool_workers() < 1:
+    if native_backend().module.pool_workers() < 1:
         pytest.skip("one hardware thread: the pool has no workers")
     code = textwrap.dedent(f"""
         import sys, time
