@@ -4,6 +4,8 @@
 component's sections live in their own module. Every name is re-exported here, so
 `from dprl.config import GRPOConfig, load_config` is the way in.
 """
+from dprl.config.data_engine import (CompositionConfig, EngineDataConfig, EngineSourceConfig,
+                                      LayoutWeightsConfig)
 from dprl.config.eval import CheckpointConfig, EvalConfig, EvalDataConfig, KnowledgeProbeConfig
 from dprl.config.loader import ConfigError, load_config, parse_override, require, save_config, to_dict
 from dprl.config.model import VLLM_CPU_HEAD_SIZES, ModelConfig, TinyModelConfig
@@ -24,9 +26,10 @@ from dprl.config.world import ALL_DOMAINS, SEEN_DOMAINS, UNSEEN_DOMAINS, WorldCo
 
 __all__ = [
     "ALL_DOMAINS", "SEEN_DOMAINS", "UNSEEN_DOMAINS", "VLLM_CPU_HEAD_SIZES",
-    "BoxParseConfig", "CheckpointConfig", "ConfigError", "EvalConfig", "EvalDataConfig",
-    "GRPOAlgoConfig", "GRPOConfig", "GRPODataConfig", "KnowledgeProbeConfig", "LogConfig",
-    "ModelConfig", "PipelineConfig", "RewardConfig", "RewardTermConfig", "RolloutConfig",
+    "BoxParseConfig", "CheckpointConfig", "CompositionConfig", "ConfigError", "EngineDataConfig",
+    "EngineSourceConfig", "EvalConfig", "EvalDataConfig",
+    "GRPOAlgoConfig", "GRPOConfig", "GRPODataConfig", "KnowledgeProbeConfig", "LayoutWeightsConfig",
+    "LogConfig", "ModelConfig", "PipelineConfig", "RewardConfig", "RewardTermConfig", "RolloutConfig",
     "SFTConfig", "SFTDataConfig", "SmokeConfig", "TinyModelConfig", "TrainerConfig",
     "WeightSyncConfig", "WorldConfig",
     "load_config", "parse_override", "require", "save_config", "to_dict",
