@@ -157,6 +157,7 @@ class EngineDataConfig:
         require(bool(self.split) and "/" not in self.split, f"{key}split",
                  "a split name without '/' (it names the output file)", self.split)
         require(self.workers >= 0, f"{key}workers", "a count >= 0 (0: one per CPU core)", self.workers)
-        require(len(self.sources) > 0, f"{key}sources", "at least one source", self.sources)
+        # No source is valid here (a config that holds this section with its stage off must
+        # load); build_samples refuses to run without one.
         for i, source in enumerate(self.sources):
             source.check(f"{key}sources[{i}].")

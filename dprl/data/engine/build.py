@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 
-from dprl.config import EngineDataConfig
+from dprl.config import ConfigError, EngineDataConfig
 from dprl.data.engine.compose import plan_composite, read_confusion, render
 from dprl.data.engine.output import (grounding_row, image_relpath, sample_id, write_samples,
                                      write_skipped)
@@ -88,6 +88,8 @@ def build_samples(cfg: EngineDataConfig, progress: bool = True) -> dict:
     (drawing, rendering and saving composites) and output (writing the rows)."""
     from tqdm import tqdm
 
+    if not cfg.sources:
+        raise ConfigError("sources: expected at least one source (a data set on disk), got []")
     workers = cfg.workers or (os.cpu_count() or 1)
     skipped: list[Skipped] = []
     shown: dict[str, int] = {}

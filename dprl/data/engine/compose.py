@@ -130,7 +130,8 @@ def _grid_shape(layout: str, k: int) -> tuple[int, int]:
     return math.ceil(k / cols), cols
 
 
-def _fit(rng: random.Random, size: tuple[int, int], room_w: int, room_h: int, min_scale: float) -> tuple[int, int]:
+def _fit(rng: random.Random, size: tuple[int, int], room_w: int, room_h: int,
+         min_scale: float) -> tuple[int, int]:
     """A tile size for a region of `size`, aspect kept, filling a random [min_scale, 1] of the room."""
     w, h = size
     s = min(room_w / w, room_h / h) * rng.uniform(min_scale, 1.0)
@@ -164,7 +165,8 @@ def _apart(b: tuple[int, int, int, int], others: list, gap: int) -> bool:
 
 def place_free(rng: random.Random, sizes: list[tuple[int, int]], cfg: CompositionConfig):
     """(boxes, width, height) with tiles anywhere on the canvas, no two closer than the margin;
-    sizes shrink round by round until all fit, and a grid is the last resort."""
+    sizes shrink round by round until all fit; None if they never do (not seen with 2-6 tiles
+    and the default margin, but a wide margin can make it happen)."""
     rows, cols = _grid_shape("grid", len(sizes))
     aspect = min(MAX_CANVAS_ASPECT, max(1 / MAX_CANVAS_ASPECT, cols * _mean_aspect(sizes) / rows))
     width, height = canvas_size(aspect, cfg.max_pixels, cfg.size_multiple)
@@ -186,7 +188,7 @@ def place_free(rng: random.Random, sizes: list[tuple[int, int]], cfg: Compositio
                 break
         if len(boxes) == len(sizes):
             return boxes, width, height
-    return place_cells(rng, "grid", sizes, cfg)
+    return None
 
 
 def plan_composite(rng: random.Random, sample_id: str, domain: str,
@@ -204,10 +206,11 @@ def plan_composite(rng: random.Random, sample_id: str, domain: str,
     weights = [getattr(cfg.layouts, name) for name in LAYOUTS]
     layout = rng.choices(LAYOUTS, weights=weights)[0]
     sizes = [(e.region[2] - e.region[0], e.region[3] - e.region[1]) for e in entities]
-    if layout == "free":
-        boxes, width, height = place_free(rng, sizes, cfg)
-    else:
-        boxes, width, height = place_cells(rng, layout, sizes, cfg)
+    placed = place_free(rng, sizes, cfg) if layout == "free" else None
+    if placed is None:
+        layout = "grid" if layout == "free" else layout  # a grid when free placement found no room
+        placed = place_cells(rng, layout, sizes, cfg)
+    boxes, width, height = placed
     placements = tuple(Placement(e, b) for e, b in zip(entities, boxes))
     return Composite(sample_id, domain, layout, width, height, order.index(0), placements)
 

@@ -5,10 +5,11 @@ import json
 import os
 
 import numpy as np
+import pytest
 from engine_layouts import corrupt, cub, image_folder
 from PIL import Image
 
-from dprl.config import CompositionConfig, EngineDataConfig, EngineSourceConfig
+from dprl.config import CompositionConfig, ConfigError, EngineDataConfig, EngineSourceConfig
 from dprl.data.engine import build
 from dprl.data.engine.build import build_samples
 from dprl.data.engine.world_folder import world_image_folders, world_sources
@@ -75,7 +76,7 @@ def test_world_in_kvg_samples_out_same_bytes_whatever_the_workers(small_world, t
     build_samples(cfg, progress=False)
     a, b = _digest(str(tmp_path / "a")), _digest(str(tmp_path / "b"))
     assert len(a) == 22 and a == b  # 20 images, the rows, skipped.jsonl
-    cfg.output_dir, cfg.seed = str(tmp_path / "c"), 1
+    cfg.output_dir, cfg.seed, cfg.workers = str(tmp_path / "c"), 1, 1
     build_samples(cfg, progress=False)
     c = _digest(str(tmp_path / "c"))
     assert sum(a[k] != c.get(k) for k in a) > 15  # another seed, other samples
@@ -103,8 +104,24 @@ def test_bad_input_is_skipped_named_and_counted(tmp_path, capsys):
     assert result["counts"]["entities"] == 5 + 3 + 2
     rows = [json.loads(line) for line in open(result["files"]["samples"])]
     assert "corgi" in {e for r in rows for e in r["candidate_entities"]}
+    # in the written files, each dog (a solid colour) covers exactly its box and 0-1000 box
+    colours = {"akita": red, "basenji": green, "corgi": blue}
+    for r in (r for r in rows if r["domain"] == "dog"):
+        px = np.asarray(Image.open(tmp_path / "out" / r["image"]), dtype=np.int16)  # (H, W, 3)
+        for name, box, box1000 in zip(r["candidate_entities"], r["candidate_boxes_px"], r["candidate_boxes"]):
+            ys, xs = np.nonzero((np.abs(px - np.asarray(colours[name])).max(axis=2) <= 3))
+            assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == box
+            w, h = r["image_width"], r["image_height"]
+            assert box1000 == [round(box[0] * 1000 / w), round(box[1] * 1000 / h), round(box[2] * 1000 / w),
+                               round(box[3] * 1000 / h)]
     out = capsys.readouterr().out
     for name in ("truncated.png", os.path.join(tree, "dhole"), "c.jpg", "'fish'"):
         assert name in out
     logged = [json.loads(line) for line in open(result["files"]["skipped"])]
     assert sorted(s["reason"] for s in logged) == sorted(result["skipped"])
+
+
+def test_no_source_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ConfigError, match="sources"):
+        build_samples(_config(tmp_path / "out", []), progress=False)
+    assert not os.path.exists(tmp_path / "out")

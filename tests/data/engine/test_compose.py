@@ -9,7 +9,7 @@ from engine_layouts import picture
 
 from dprl.config import CompositionConfig, LayoutWeightsConfig
 from dprl.data.engine.compose import (LAYOUTS, canvas_size, draw_categories, plan_composite, read_confusion,
-                                      render)
+                                      render, tile)
 from dprl.data.engine.sources import EntityImage, screen
 
 # One colour per category, far apart in RGB, none near the white background or the grey frame.
@@ -104,3 +104,25 @@ def test_confusable_distractors_first_with_probability_similarity(tmp_path):
     first = [draw_categories(random.Random(s), cats, 2, 0.0, conf)[1] for s in range(400)
              if random.Random(s).choice(cats) == "c0"]
     assert len(set(first)) == 7 and first.count("c5") < len(first) / 3
+
+
+def test_large_jpeg_tile_decoded_at_reduced_scale_matches_full_decode(tmp_path):
+    """A tile much smaller than its JPEG is decoded in draft mode (1/2 .. 1/8 scale): same size,
+    the same region, pixels close to a full decode's."""
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:600, 0:800]  # (H, W)
+    px = np.stack([xx * 255 // 800, yy * 255 // 600, (xx + yy) * 255 // 1400], axis=2).astype(np.uint8)
+    px[200:400, 480:720] = (250, 20, 20)  # the object
+    path = str(tmp_path / "big.jpg")
+    Image.fromarray(px).save(path, quality=95)
+    e = screen(EntityImage("car", "c", path, (480, 200, 720, 400), "big.jpg"), 1.0)
+    out = tile(e, 60, 50)
+    with Image.open(path) as im:
+        full = im.convert("RGB").crop(e.region).resize((60, 50), Image.Resampling.LANCZOS)
+    assert out.size == (60, 50)
+    diff = np.abs(np.asarray(out, dtype=np.int16) - np.asarray(full, dtype=np.int16))
+    assert diff[3:-3, 3:-3].max() <= 12 and diff.mean() < 3
+    with Image.open(path) as im:  # draft mode really applied: the decoder would give 1/4 scale
+        im.draft("RGB", (200, 150))
+        assert im.size == (200, 150)

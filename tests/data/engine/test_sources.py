@@ -175,6 +175,7 @@ def test_config_checks_name_the_key(tmp_path):
     good = {"sources": [{"kind": "image_folder", "path": str(tmp_path / "t"), "domain": "dog"}]}
     cfg = load_config(EngineDataConfig, None, [f"sources={good['sources']}"])
     assert cfg.sources[0].kind == "image_folder" and cfg.composition.max_entities == 4
+    assert load_config(EngineDataConfig).sources == []  # loads, so a config may hold it unused
     for override, key in ((f"sources=[{{kind: cub, path: {tmp_path}, domain: d, split: val}}]", "sources[0].split"),
                           ("sources=[{kind: image_folder, path: /no/such/dir, domain: d}]", "sources[0].path"),
                           (f"sources=[{{kind: image_folder, path: {tmp_path}, domain: d, crop: 0}}]", "sources[0].crop"),
