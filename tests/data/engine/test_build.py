@@ -125,3 +125,15 @@ def test_no_source_is_refused_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="sources"):
         build_samples(_config(tmp_path / "out", []), progress=False)
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_keep_decides_which_categories_are_composed(tmp_path):
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]
+    tree = image_folder(str(tmp_path / "cars"), {f"car{i}": [c, c] for i, c in enumerate(colours)})
+    sources = [EngineSourceConfig(kind="image_folder", path=tree, domain="car")]
+    result = build_samples(_config(tmp_path / "out", sources, max_entities=3), progress=False,
+                           keep=lambda domain, category: category != "car2")
+    assert result["counts"]["entities"] == 8 and result["counts"]["entities_kept"] == 6
+    assert result["counts"]["categories"] == {"car": 3} and result["counts"]["samples"] == 10
+    rows = [json.loads(line) for line in open(result["files"]["samples"])]
+    assert {e for r in rows for e in r["candidate_entities"]} == {"car0", "car1", "car3"}
