@@ -9,7 +9,8 @@ from dprl.cli import build_parser, main
 
 def test_help_lists_exactly_the_working_commands():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    assert sorted(sub.choices) == ["eval", "grpo", "make-tiny-model", "pipeline", "sft", "smoke", "world"]
+    assert sorted(sub.choices) == ["data-engine", "eval", "grpo", "make-tiny-model", "pipeline", "sft", "smoke",
+                                   "world"]
     out = run_cli("--help")
     assert out.returncode == 0
     for name in sub.choices:
