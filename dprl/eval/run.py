@@ -25,14 +25,10 @@ from dprl.eval import knowledge_probe, official, scoring
 from dprl.eval.child import run_in_child
 from dprl.eval.identity import PROBE_FILE, check_predictions
 from dprl.eval.report import markdown_table
+from dprl.models.chat import user_turn
 
 # Fields of a prediction row that scoring writes; re-scoring replaces all of them.
 SCORE_FIELDS = ("pred_box", "iou", "correct", "parse_fail", "rule", "pred_letter")
-
-
-def _user(text: str, image: bool = True) -> dict:
-    content = ([{"type": "image"}] if image else []) + [{"type": "text", "text": text}]
-    return {"role": "user", "content": content}
 
 
 def question_text(cfg: EvalConfig, sample: Sample) -> str:
@@ -104,12 +100,12 @@ def _model_path(cfg: EvalConfig, ckpt: CheckpointConfig) -> str:
 
 def _first_turn(cfg: EvalConfig, sample: Sample) -> list[dict]:
     if cfg.prompt_mode == "cot2":  # turn 1: recall the named entity's features
-        return [_user(DESCRIBE_TEMPLATE.format(entity=referred_entity(sample.question)))]
-    return [_user(question_text(cfg, sample))]
+        return [user_turn(DESCRIBE_TEMPLATE.format(entity=referred_entity(sample.question)))]
+    return [user_turn(question_text(cfg, sample))]
 
 
 def _second_turn(first: list[dict], description: str, sample: Sample) -> list[dict]:
-    return first + [{"role": "assistant", "content": description}, _user(sample.question, image=False)]
+    return first + [{"role": "assistant", "content": description}, user_turn(sample.question, image=False)]
 
 
 def _preflight(cfg: EvalConfig, processor, sample: Sample, image) -> str | None:
@@ -184,9 +180,9 @@ def infer_checkpoint(cfg: EvalConfig, ckpt: CheckpointConfig, samples: list[Samp
         return []
     model_path = _model_path(cfg, ckpt)
     processor = load_processor(model_path)
-    from dprl.rollout import answer_text, build_engine
+    from dprl.rollout import answer_text, build_rollout_engine
 
-    rollout = build_engine(model_path, cfg.rollout, dtype=cfg.dtype)  # rollout.backend: vllm | hf
+    rollout = build_rollout_engine(model_path, cfg.rollout, dtype=cfg.dtype)  # rollout.backend: vllm | hf
     root = cfg.data.image_root or os.path.dirname(os.path.abspath(cfg.data.path))
 
     def decode(completion) -> str:
@@ -252,7 +248,7 @@ def _ask_probe(cfg: EvalConfig, ckpt: CheckpointConfig, rollout, decode, items: 
     with open(_probe_path(cfg, ckpt), "a") as fh:
         for start in range(0, len(items), cfg.batch_size):
             chunk = items[start:start + cfg.batch_size]
-            outs = rollout.generate([RolloutRequest([_user(it.question, image=False)]) for it in chunk],
+            outs = rollout.generate([RolloutRequest([user_turn(it.question, image=False)]) for it in chunk],
                                     max_tokens=cfg.probe.max_tokens)
             for it, o in zip(chunk, outs):
                 fh.write(json.dumps({"entity": it.entity.name, "question": it.question,

@@ -1,14 +1,14 @@
 """`dprl grpo`: GRPO for vision-language models with colocated rollouts.
 
 One step, every phase timed into the metrics:
-  rollout   G completions per prompt from the colocated engine (vLLM in this process); with
+  rollout   G completions per prompt from the colocated rollout engine (vLLM in this process); with
             dynamic sampling, refill rounds replace groups whose rewards are all equal (DAPO)
   reward    named, weighted rule rewards over the whole batch (dprl.rewards, C++)
   ref/old   reference log-probs (frozen copy; skipped when beta = 0) and old log-probs (only
             when a rollout batch is used for more than one update, or for importance weights)
   update    group advantages, then the fused GRPO loss on completion positions only, in
             micro-batches with DeepSpeed gradient accumulation
-  sync      the new weights into the engine, bucket by bucket
+  sync      the new weights into the rollout engine, bucket by bucket
 Checkpoints hold the DeepSpeed state (model, optimizer, scheduler) and the step; prompts and
 sampling seeds are functions of the step, so a resumed run continues exactly.
 """
@@ -32,6 +32,7 @@ from dprl.data.validate import DataError, check_data_file, report_bad_samples
 from dprl.train.grpo_data import (grounding_request, load_prompt_samples, refill_indices, reward_columns,
                                   screen_prompts, step_indices)
 from dprl.train.metrics import MetricsLogger, PhaseTimer, peak_memory_bytes, plot_curves
+from dprl.models.chat import prompt_text
 from dprl.models.group_attention import use_group_attention
 from dprl.train.flops import TextModelShape, attention_pairs, forward_flops
 from dprl.train.grpo_micro_batches import agreed_count, equalize, pack_micro_batches, plan_units
@@ -98,13 +99,13 @@ def _open(sample, root: str):
 
 
 class GRPOTrainer:
-    """Holds the policy engine, reference model, rollout engine and reward; `train()` runs."""
+    """Holds the policy's DeepSpeed engine, reference model, rollout engine and reward; `train()` runs."""
 
     def __init__(self, cfg: GRPOConfig, samples=None, open_image=None):
         from dprl.models.loading import load_model, load_processor
         from dprl.rewards import from_config, reward_fn
-        from dprl.rollout import build_engine as build_rollout
-        from dprl.train.engine import build_engine, build_frozen_engine, init_distributed
+        from dprl.rollout import build_rollout_engine
+        from dprl.train.engine import build_deepspeed_engine, build_reference_model, init_distributed
 
         self.cfg = cfg
         # A missing data file and an unwritable output_dir fail here, before anything loads.
@@ -148,11 +149,11 @@ class GRPOTrainer:
         # where the model runs SDPA; other attention implementations get padded rows and a mask.
         self.packed = cfg.grpo.share_prompts and all(use_group_attention(m) for m in (policy, self.ref) if m is not None)
         self.shape = TextModelShape.from_config(policy.config)
-        self.engine, self.optimizer, self.scheduler = build_engine(policy, cfg.trainer)
+        self.ds_engine, self.optimizer, self.scheduler = build_deepspeed_engine(policy, cfg.trainer)
         if self.ref is not None:  # partitioned like the policy under ZeRO-3
-            self.ref = build_frozen_engine(self.ref, cfg.trainer)
+            self.ref = build_reference_model(self.ref, cfg.trainer)
         # Built after the training world exists, so a colocated vLLM joins it.
-        self.rollout = build_rollout(self.model_path, cfg.rollout, dtype=cfg.model.dtype)
+        self.rollout = build_rollout_engine(self.model_path, cfg.rollout, dtype=cfg.model.dtype)
         self.reward = from_config(cfg.reward)
         self.accuracy = reward_fn("acc", 0.5)  # KVG-Bench's Acc@0.5, logged whatever is trained on
         self.loss_params = _loss_params(cfg)
@@ -160,7 +161,7 @@ class GRPOTrainer:
         if self.start_step:
             from dprl.train.weight_sync import sync_weights
 
-            sync_weights(self.engine, self.rollout, cfg.sync)  # the engine starts from the base model
+            sync_weights(self.ds_engine, self.rollout, cfg.sync)  # the rollout engine starts from the base model
 
     # -- checkpoints ------------------------------------------------------------------------------
     def _resume(self) -> int:
@@ -168,12 +169,12 @@ class GRPOTrainer:
         functions of the step, so nothing else needs restoring."""
         from dprl.train.checkpoint import load_state
 
-        return load_state(self.engine, self.cfg.output_dir)
+        return load_state(self.ds_engine, self.cfg.output_dir)
 
     def save_checkpoint(self, step: int) -> None:
         from dprl.train.checkpoint import save_state
 
-        save_state(self.engine, self.cfg.output_dir, step, total_steps=self.cfg.steps)
+        save_state(self.ds_engine, self.cfg.output_dir, step, total_steps=self.cfg.steps)
 
     # -- one step ---------------------------------------------------------------------------------
     def _sample_round(self, step: int, round_: int, indices: list[int], timer: PhaseTimer) -> SampledRound:
@@ -215,9 +216,8 @@ class GRPOTrainer:
     def _prepare(self, requests, comps) -> "StepBatch":
         """The step's micro-batches, built once and reused by every pass (see StepBatch)."""
         cfg = self.cfg
-        hf = unwrap(self.engine)
-        texts = [self.processor.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True)
-                 for r in requests]
+        hf = unwrap(self.ds_engine)
+        texts = [prompt_text(self.processor, r.messages) for r in requests]
         prompts = encode_prompts(self.processor, hf, texts, [r.images for r in requests])
         # A frozen tower (and merger) gives the same features in every pass and in the
         # reference model: compute them once, without grad.
@@ -276,7 +276,7 @@ class GRPOTrainer:
         with timer("reward"):
             adv = group_advantages(rewards, G, cfg.grpo.advantage, cfg.grpo.advantage_eps)
 
-        # Generation is done until the sync: free the engine's KV cache for the training passes
+        # Generation is done until the sync: free the rollout engine's KV cache for the training passes
         # (GPU; a no-op on CPU). sync_weights wakes it before loading the new weights.
         self.rollout.sleep(1)
         with timer("prepare"):
@@ -294,7 +294,7 @@ class GRPOTrainer:
                 with timer("old"):
                     # The trainer's view of the sampled tokens before any update: the importance
                     # ratio's denominator when a batch is reused or importance-weighted.
-                    old_logp = self._logprobs(self.engine, micro_batches, N)  # (N,)
+                    old_logp = self._logprobs(self.ds_engine, micro_batches, N)  # (N,)
 
         # A rollout batch is one optimizer step, so the first update epoch runs on the weights the
         # rollout sampled with: without an `old` pass, its forward log-probs are the trainer's side
@@ -311,10 +311,10 @@ class GRPOTrainer:
                     # Each micro-batch's loss is its share of the batch's (num_seqs / num_tokens
                     # are the batch's), so accumulation adds them up unscaled and the optimizer
                     # steps once per epoch, at the last one.
-                    self.engine.set_gradient_accumulation_boundary(i == len(micro_batches) - 1)
+                    self.ds_engine.set_gradient_accumulation_boundary(i == len(micro_batches) - 1)
                     tok = mb.token_index  # (n,)
                     loss, m, logp = grpo_policy_loss(
-                        self.engine, mb, adv.advantages[mb.seq_ids],
+                        self.ds_engine, mb, adv.advantages[mb.seq_ids],
                         old_logp=None if old_logp is None else old_logp[tok],
                         ref_logp=None if ref_logp is None else ref_logp[tok],
                         rollout_logp=rollout_logp[tok] if cfg.grpo.tis_cap > 0 else None,
@@ -322,12 +322,12 @@ class GRPOTrainer:
                         num_seqs=S, num_tokens=N, banned=self.banned)
                     if old_logp is None and epoch == 0:
                         trainer_logp[tok] = logp
-                    self.engine.backward(loss, scale_wrt_gas=False)
+                    self.ds_engine.backward(loss, scale_wrt_gas=False)
                     last = i == len(micro_batches) - 1
-                    plain = plain_grad_norm(self.engine, cfg.trainer) if last else None
-                    self.engine.step()
+                    plain = plain_grad_norm(self.ds_engine, cfg.trainer) if last else None
+                    self.ds_engine.step()
                     if last:  # the optimizer stepped
-                        grad_norms.append(step_grad_norm(self.engine, plain))
+                        grad_norms.append(step_grad_norm(self.ds_engine, plain))
                     share = len(tok) / N  # metrics are token means: weight each by its tokens
                     sums["loss"] = sums.get("loss", 0.0) + loss.item()
                     for k, v in m.items():
@@ -338,7 +338,7 @@ class GRPOTrainer:
         with timer("sync"):
             from dprl.train.weight_sync import sync_weights
 
-            sync = sync_weights(self.engine, self.rollout, cfg.sync)
+            sync = sync_weights(self.ds_engine, self.rollout, cfg.sync)
 
         from dprl.train.staleness import staleness_metrics
 
@@ -371,14 +371,14 @@ class GRPOTrainer:
 
     def _stop_if_non_finite(self, done: int, loss: float, grad_norms: list[float | None]) -> None:
         """Raises NonFiniteError on every rank when step `done`'s loss, grad norms or weights hold
-        nan or inf: before the sync, so the engine never samples from such weights, and before any
+        nan or inf: before the sync, so the rollout engine never samples from such weights, and before any
         save. The weights are checked every step because GRPO's loss can stay small and finite
         over NaN weights (measured at lr=1e4); one pass over them costs less than the sync, which
         reads them all too."""
         names = ["grad norm"] if len(grad_norms) == 1 else [f"grad norm of update {e + 1}"
                                                             for e in range(len(grad_norms))]
         found = [describe_non_finite({"loss": loss, **dict(zip(names, grad_norms))}),
-                 describe_non_finite_weights(self.engine.module)]
+                 describe_non_finite_weights(self.ds_engine.module)]
         stop_if_non_finite("; ".join(f for f in found if f), self.cfg.output_dir, done)
 
     # -- the run ----------------------------------------------------------------------------------
@@ -425,7 +425,7 @@ class GRPOTrainer:
         """HF-format weights of the trained policy and the run's curves, for eval and plots."""
         from dprl.train.checkpoint import save_hf
 
-        save_hf(self.engine, self.processor, os.path.join(self.cfg.output_dir, "final"), self.cfg.steps)
+        save_hf(self.ds_engine, self.processor, os.path.join(self.cfg.output_dir, "final"), self.cfg.steps)
         if self.is_main:
             plot_curves(self.logger.path, ["reward/mean", "reward/acc@0.5", "train/kl",
                                            "train/clip_fraction", "completion/length_mean"],

@@ -19,7 +19,7 @@ from dprl.data.sft import check_data_files, collate, encode, load_sft_data, with
 from dprl.data.validate import report_bad_samples
 from dprl.train.batches import BatchPlan
 from dprl.train.checkpoint import check_rerun, load_state, save_hf, save_state, stop_if_non_finite
-from dprl.train.engine import build_engine, init_distributed, is_vision_param, plain_grad_norm, step_grad_norm
+from dprl.train.engine import build_deepspeed_engine, init_distributed, is_vision_param, plain_grad_norm, step_grad_norm
 from dprl.train.finite import describe_non_finite
 from dprl.train.metrics import MetricsLogger, peak_memory_bytes, plot_loss, read_metrics
 from dprl.train.writable import check_writable
@@ -131,8 +131,8 @@ def run_sft(cfg: SFTConfig) -> dict:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     counts = apply_freezing(model, cfg.freeze_vision_tower, cfg.freeze_projector)
 
-    engine, _, scheduler = build_engine(model, tcfg)
-    start = load_state(engine, cfg.output_dir) if cfg.resume else 0
+    ds_engine, _, scheduler = build_deepspeed_engine(model, tcfg)
+    start = load_state(ds_engine, cfg.output_dir) if cfg.resume else 0
     stop = min(total, start + cfg.stop_after) if cfg.stop_after else total
     logger = MetricsLogger(cfg.output_dir, total, start, enabled=rank == 0, desc="sft", log_cfg=cfg.log,
                            run_config=to_dict(cfg))
@@ -142,7 +142,7 @@ def run_sft(cfg: SFTConfig) -> dict:
               f"{counts['trainable']:,} trainable / {counts['frozen']:,} frozen parameters", flush=True)
     report_bad_samples("sft", bad, len(grounding) + len(knowledge), cfg.output_dir, enabled=rank == 0)
 
-    engine.train()
+    ds_engine.train()
     last_saved = start if start else None
     last_loss = float("nan")
     for step in range(start, stop):
@@ -155,12 +155,12 @@ def run_sft(cfg: SFTConfig) -> dict:
                 knowledge[i] if p is None else with_picture(knowledge[i], grounding[p])
                 for i, p in zip(k_idx, pictures)]
             batch = collate([encode(processor, c, cfg.data.max_length) for c in convs], pad_id)
-            batch = {k: v.to(engine.device) for k, v in batch.items()}
-            loss = engine(**batch).loss  # mean over this micro-batch's reply tokens
-            engine.backward(loss)
+            batch = {k: v.to(ds_engine.device) for k, v in batch.items()}
+            loss = ds_engine(**batch).loss  # mean over this micro-batch's reply tokens
+            ds_engine.backward(loss)
             if micro == t.grad_accum_steps - 1:
-                own_norm = plain_grad_norm(engine, tcfg)
-            engine.step()  # DeepSpeed steps the optimizer only at the accumulation boundary
+                own_norm = plain_grad_norm(ds_engine, tcfg)
+            ds_engine.step()  # DeepSpeed steps the optimizer only at the accumulation boundary
             loss_sum += loss.item()
             tokens += float(batch["attention_mask"].sum())
             reply_tokens += float((batch["labels"] != -100).sum())
@@ -168,7 +168,7 @@ def run_sft(cfg: SFTConfig) -> dict:
         seconds = time.perf_counter() - t0
         last_loss = loss_sum / (t.grad_accum_steps * world)
         done = step + 1
-        grad_norm = step_grad_norm(engine, own_norm)
+        grad_norm = step_grad_norm(ds_engine, own_norm)
         if done % cfg.log_every == 0 or done == stop:
             logger.log(done, {
                 "train/loss": last_loss,
@@ -187,15 +187,15 @@ def run_sft(cfg: SFTConfig) -> dict:
         stop_if_non_finite(describe_non_finite({"loss": last_loss, "grad norm": grad_norm}),
                            cfg.output_dir, done)
         if cfg.save_every and done % cfg.save_every == 0 and done < stop:
-            save_state(engine, cfg.output_dir, done, cfg.keep_states, total)
+            save_state(ds_engine, cfg.output_dir, done, cfg.keep_states, total)
             last_saved = done
 
     if last_saved != stop:  # decided on every rank alike: saving is collective
-        save_state(engine, cfg.output_dir, stop, cfg.keep_states, total)
+        save_state(ds_engine, cfg.output_dir, stop, cfg.keep_states, total)
     logger.close()
     final_dir = None
     if stop == total:
-        final_dir = save_hf(engine, processor, os.path.join(cfg.output_dir, "final"), stop)
+        final_dir = save_hf(ds_engine, processor, os.path.join(cfg.output_dir, "final"), stop)
         if rank == 0 and os.path.exists(logger.path):
             plot_loss(logger.path, os.path.join(cfg.output_dir, "loss.png"))
     return {"steps": stop, "total_steps": total, "start_step": start, "final_loss": last_loss,

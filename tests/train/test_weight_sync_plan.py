@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from dprl.config import WeightSyncConfig
 from dprl.rollout.base import RolloutEngine
-from dprl.train.weight_sync import engine_name, fusion_group, params_to_sync, plan_buckets, sync_weights
+from dprl.train.weight_sync import hf_name, fusion_group, params_to_sync, plan_buckets, sync_weights
 
 
 class Recorder(RolloutEngine):
@@ -54,13 +54,13 @@ class TinyVL(torch.nn.Module):
 
 
 def test_engine_name_strips_wrappers_only():
-    assert engine_name("module.model.language_model.layers.0.mlp.up_proj.weight") == \
+    assert hf_name("module.model.language_model.layers.0.mlp.up_proj.weight") == \
         "model.language_model.layers.0.mlp.up_proj.weight"
-    assert engine_name("module._orig_mod.lm_head.weight") == "lm_head.weight"
-    assert engine_name("base_model.model.model.language_model.norm.weight") == "model.language_model.norm.weight"
-    assert engine_name("model.language_model.layers.2._checkpoint_wrapped_module.self_attn.q_proj.bias") == \
+    assert hf_name("module._orig_mod.lm_head.weight") == "lm_head.weight"
+    assert hf_name("base_model.model.model.language_model.norm.weight") == "model.language_model.norm.weight"
+    assert hf_name("model.language_model.layers.2._checkpoint_wrapped_module.self_attn.q_proj.bias") == \
         "model.language_model.layers.2.self_attn.q_proj.bias"
-    assert engine_name("model.visual.blocks.0.attn.qkv.weight") == "model.visual.blocks.0.attn.qkv.weight"
+    assert hf_name("model.visual.blocks.0.attn.qkv.weight") == "model.visual.blocks.0.attn.qkv.weight"
 
 
 def test_fusion_groups():
