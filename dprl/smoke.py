@@ -46,9 +46,8 @@ def demo_messages(index: int) -> list[dict]:
 
 def run_smoke(cfg: SmokeConfig) -> dict:
     from dprl.models.chat import prompt_text
-    from dprl.models.loading import load_model, load_processor
+    from dprl.models.loading import load_model, load_processor, resolve_checkpoint
     from dprl.models.logprobs import completion_logprobs
-    from dprl.models.tiny import make_tiny_model
     from dprl.rollout import VISION_TOKENS, RolloutRequest
     from dprl.rollout.vllm_engine import VLLMEngine
 
@@ -56,7 +55,7 @@ def run_smoke(cfg: SmokeConfig) -> dict:
     save_config(cfg, cfg.output_dir)
     timings = {}
     t0 = time.perf_counter()
-    model_path = cfg.model.path or make_tiny_model(os.path.join(cfg.output_dir, "tiny-model"), cfg.model.tiny)
+    model_path = resolve_checkpoint(cfg.model.path, cfg.model.tiny, cfg.output_dir)
     timings["model_build_s"] = time.perf_counter() - t0
 
     processor = load_processor(model_path)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict
 
 from dprl.config import CheckpointConfig, EvalConfig, save_config
 from dprl.data.kvg import Sample, load_samples, open_image
@@ -80,22 +79,6 @@ def _score(cfg: EvalConfig, batch: list[Sample], texts: list[str]) -> list[dict]
         return scoring.score_grounding(texts, [s.gt_boxes for s in batch], _parse_options(cfg),
                                        cfg.iou_threshold)
     return scoring.score_choice(texts, [s.answer for s in batch], cfg.parse.scope)
-
-
-def _model_path(cfg: EvalConfig, ckpt: CheckpointConfig) -> str:
-    if ckpt.path:
-        return os.path.expanduser(ckpt.path)
-    from dprl.models.tiny import make_tiny_model
-
-    out = os.path.join(cfg.output_dir, ckpt.name, "tiny-model")
-    record = os.path.join(out, "tiny_config.json")
-    wanted = json.dumps(asdict(cfg.tiny), sort_keys=True)
-    built = open(record).read() if os.path.isfile(record) else None
-    if built != wanted or not os.path.isfile(os.path.join(out, "model.safetensors")):
-        make_tiny_model(out, cfg.tiny)  # deterministic for cfg.tiny: rebuilt when it changes
-        with open(record, "w") as fh:
-            fh.write(wanted)
-    return out
 
 
 def _first_turn(cfg: EvalConfig, sample: Sample) -> list[dict]:
@@ -168,7 +151,7 @@ def infer_checkpoint(cfg: EvalConfig, ckpt: CheckpointConfig, samples: list[Samp
     Returns the samples that could not be used ({"question_id", "error"})."""
     from tqdm import tqdm
 
-    from dprl.models.loading import load_processor
+    from dprl.models.loading import load_processor, resolve_checkpoint
 
     pred_path = _predictions_path(cfg, ckpt)
     check_predictions(cfg, ckpt, pred_path)  # resume only this model's answers
@@ -178,7 +161,7 @@ def infer_checkpoint(cfg: EvalConfig, ckpt: CheckpointConfig, samples: list[Samp
     probe_todo = _probe_pending(cfg, ckpt)
     if not todo and not probe_todo:
         return []
-    model_path = _model_path(cfg, ckpt)
+    model_path = resolve_checkpoint(ckpt.path, cfg.tiny, os.path.join(cfg.output_dir, ckpt.name))
     processor = load_processor(model_path)
     from dprl.rollout import answer_text, build_rollout_engine
 

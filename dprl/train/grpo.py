@@ -61,20 +61,6 @@ def _loss_params(cfg: GRPOConfig) -> GRPOLossParams:
                           max_completion_length=cfg.rollout.max_tokens)
 
 
-def resolve_model_path(cfg: GRPOConfig, is_main: bool) -> str:
-    """The checkpoint to train: model.path, or the tiny model built once into the run dir."""
-    if cfg.model.path:
-        return os.path.expanduser(cfg.model.path)
-    path = os.path.join(cfg.output_dir, "tiny-model")
-    if is_main and not os.path.isfile(os.path.join(path, "model.safetensors")):
-        from dprl.models.tiny import make_tiny_model
-
-        make_tiny_model(path, cfg.model.tiny)
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-    return path
-
-
 def load_prompts(cfg: GRPOConfig, processor=None):
     """(grounding samples of the training file, samples set aside as {"question_id", "error"}):
     KVG-Bench's layout or the released problem/solution/image one (load_prompt_samples). With the
@@ -102,7 +88,7 @@ class GRPOTrainer:
     """Holds the policy's DeepSpeed engine, reference model, rollout engine and reward; `train()` runs."""
 
     def __init__(self, cfg: GRPOConfig, samples=None, open_image=None):
-        from dprl.models.loading import load_model, load_processor
+        from dprl.models.loading import load_model, load_processor, resolve_checkpoint
         from dprl.rewards import from_config, reward_fn
         from dprl.rollout import build_rollout_engine
         from dprl.train.engine import build_deepspeed_engine, build_reference_model, init_distributed
@@ -124,7 +110,7 @@ class GRPOTrainer:
         if self.is_main:
             os.makedirs(cfg.output_dir, exist_ok=True)
             save_config(cfg, cfg.output_dir)
-        self.model_path = resolve_model_path(cfg, self.is_main)
+        self.model_path = resolve_checkpoint(cfg.model.path, cfg.model.tiny, cfg.output_dir)
         self.processor = load_processor(self.model_path)
         if samples is None:
             samples, self.bad_samples = load_prompts(cfg, self.processor)

@@ -46,23 +46,6 @@ def _rank_world() -> tuple[int, int]:
     return torch.distributed.get_rank(), torch.distributed.get_world_size()
 
 
-def _barrier() -> None:
-    torch.distributed.barrier()
-
-
-def _model_path(cfg: SFTConfig, rank: int) -> str:
-    """The checkpoint to fine-tune: `model.path`, or the tiny offline model built once (rank 0)."""
-    if cfg.model.path:
-        return os.path.expanduser(cfg.model.path)
-    path = os.path.join(cfg.output_dir, "base_model")
-    if rank == 0 and not os.path.isfile(os.path.join(path, "model.safetensors")):
-        from dprl.models.tiny import make_tiny_model
-
-        make_tiny_model(path, cfg.model.tiny)
-    _barrier()
-    return path
-
-
 def _schedule(cfg: SFTConfig, plan: BatchPlan):
     """(total optimizer steps, the trainer config with the schedule's length filled in)."""
     total = cfg.max_steps or cfg.epochs * plan.steps_per_epoch
@@ -104,9 +87,9 @@ def run_sft(cfg: SFTConfig) -> dict:
     rank, world = _rank_world()
     torch.manual_seed(cfg.data.seed)
 
-    from dprl.models.loading import load_model, load_processor
+    from dprl.models.loading import load_model, load_processor, resolve_checkpoint
 
-    model_path = _model_path(cfg, rank)
+    model_path = resolve_checkpoint(cfg.model.path, cfg.model.tiny, cfg.output_dir)
     processor = load_processor(model_path)
     pad_id = processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
     # Data before the model, so a malformed file fails in seconds. Samples that could not be
