@@ -246,11 +246,12 @@ class GRPOTrainer:
         total = fwd * sum(passes.values())
         train = fwd * (passes["ref"] + passes["old"] + passes["update"])
         train_s = sum(seconds.get(k, 0.0) for k in ("prepare", "ref", "old", "update"))
-        out = {"perf/model_tflop": total / 1e12, "perf/tflops_per_s": total / 1e12 / max(step_s, 1e-9),
-               "perf/train_tflops_per_s": train / 1e12 / max(train_s, 1e-9)}
+        out = {"train/model_tflop": total / 1e12,
+               "throughput/tflops_per_s": total / 1e12 / max(step_s, 1e-9),
+               "throughput/train_tflops_per_s": train / 1e12 / max(train_s, 1e-9)}
         if cfg.log.peak_tflops > 0:
-            out["perf/mfu"] = out["perf/tflops_per_s"] / cfg.log.peak_tflops
-            out["perf/train_mfu"] = out["perf/train_tflops_per_s"] / cfg.log.peak_tflops
+            out["throughput/mfu"] = out["throughput/tflops_per_s"] / cfg.log.peak_tflops
+            out["throughput/train_mfu"] = out["throughput/train_tflops_per_s"] / cfg.log.peak_tflops
         return out
 
     def step(self, step: int) -> dict:
@@ -345,7 +346,7 @@ class GRPOTrainer:
             "completion/clipped_fraction": sum(c.finish_reason == "length" for c in comps) / len(comps),
             **staleness_metrics(rollout_logp, trainer_logp),
             **timer.metrics(),
-            **{k: v for k, v in sync.items() if k != "sync/seconds"},
+            **{k: v for k, v in sync.items() if k != "time/sync_s"},  # the phase timer's is kept
             "memory/peak_gib": peak_memory_bytes() / 2**30,
         }
         step_s = sum(timer.seconds.values())

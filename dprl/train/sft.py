@@ -159,10 +159,10 @@ def run_sft(cfg: SFTConfig) -> dict:
                 "train/grad_norm": grad_norm if grad_norm is not None else float("nan"),
                 "train/epoch": done / plan.steps_per_epoch,
                 "data/bad_samples": len(bad),
-                "perf/tokens_per_s": tokens / seconds,
-                "perf/reply_tokens": reply_tokens,
-                "perf/step_seconds": seconds,
-                "perf/peak_memory_gb": peak_memory_bytes() / 2**30,
+                "train/reply_tokens": reply_tokens,
+                "time/step_s": seconds,
+                "throughput/tokens_per_s": tokens / seconds,
+                "memory/peak_gib": peak_memory_bytes() / 2**30,
             })
         logger.advance()
         # Every step, on every rank alike (the loss is summed over ranks, the norm is global): a

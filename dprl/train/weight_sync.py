@@ -119,6 +119,6 @@ def sync_weights(model: torch.nn.Module, rollout: RolloutEngine, cfg: WeightSync
         total, largest = total + nbytes, max(largest, nbytes)
     if not buckets:
         rollout.update_weights([], final=True)
-    return {"sync/seconds": time.perf_counter() - t0, "sync/bytes": total, "sync/tensors": len(named),
+    return {"time/sync_s": time.perf_counter() - t0, "sync/bytes": total, "sync/tensors": len(named),
             "sync/buckets": len(buckets), "sync/largest_bucket_bytes": largest,
             "sync/weights_version": rollout.weights_version}

@@ -91,7 +91,8 @@ def test_steps_update_the_policy_and_keep_the_rollout_engine_in_sync(world, tmp_
         # still checks every sampled token.
         assert "time/old_s" not in r
         assert r["staleness/tokens"] == pytest.approx(r["completion/length_mean"] * 8)
-        assert r["perf/tflops_per_s"] > 0 and r["perf/mfu"] == pytest.approx(r["perf/tflops_per_s"] / 0.5)
+        assert r["throughput/tflops_per_s"] > 0 and r["throughput/mfu"] == pytest.approx(
+            r["throughput/tflops_per_s"] / 0.5)
     assert rows[0]["train/kl"] == pytest.approx(0.0, abs=1e-7)  # policy == reference at the start
     assert rows[-1]["train/kl"] > 0  # and moved away from it
     after = _params(trainer)
