@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import torch
 
-from dprl.config import GRPOConfig, save_config, to_dict
+from dprl.config import GRPOConfig, save_config
 from dprl.kernels import GRPOLossParams
 from dprl.train.advantages import group_advantages
-from dprl.train.checkpoint import check_rerun, stop_if_non_finite
+from dprl.train.checkpoint import stop_if_non_finite
 from dprl.rollout.base import answer_text
 from dprl.train.dynamic_sampling import (SampledRound, assemble, count_informative, refill_size,
                                          reward_metrics)
@@ -31,14 +31,15 @@ from dprl.train.finite import describe_non_finite, describe_non_finite_weights
 from dprl.data.validate import DataError, check_data_file, report_bad_samples
 from dprl.train.grpo_data import (grounding_request, load_prompt_samples, refill_indices, reward_columns,
                                   screen_prompts, step_indices)
-from dprl.train.metrics import MetricsLogger, PhaseTimer, peak_memory_bytes, plot_curves
+from dprl.train.metrics import PhaseTimer, peak_memory_bytes, plot_curves
 from dprl.models.chat import prompt_text
 from dprl.models.group_attention import use_group_attention
 from dprl.train.flops import TextModelShape, attention_pairs, forward_flops
 from dprl.train.grpo_micro_batches import agreed_count, equalize, pack_micro_batches, plan_units
 from dprl.train.policy import grpo_policy_loss, token_logprobs, unwrap
 from dprl.train.shared_prompt import build_rows, encode_prompts, image_features
-from dprl.train.writable import check_writable
+from dprl.train.stage_setup import (base_checkpoint, export_final, finished_before, metrics_logger, open_run,
+                                    policy_engine)
 
 
 @dataclass
@@ -88,36 +89,32 @@ class GRPOTrainer:
     """Holds the policy's DeepSpeed engine, reference model, rollout engine and reward; `train()` runs."""
 
     def __init__(self, cfg: GRPOConfig, samples=None, open_image=None):
-        from dprl.models.loading import load_model, load_processor, resolve_checkpoint
+        from dprl.models.loading import load_model
         from dprl.rewards import from_config, reward_fn
         from dprl.rollout import build_rollout_engine
-        from dprl.train.engine import build_deepspeed_engine, build_reference_model, init_distributed
+        from dprl.train.engine import build_reference_model
 
         self.cfg = cfg
-        # A missing data file and an unwritable output_dir fail here, before anything loads.
-        if samples is None:
-            check_data_file(cfg.data.path, "data.path")
-        check_writable(cfg.output_dir)
         # The cosine runs over the optimizer steps this run will take.
         cfg.trainer.total_steps = cfg.steps * cfg.grpo.updates_per_rollout
-        init_distributed(cfg.trainer)
-        self.rank = torch.distributed.get_rank()
-        self.world = torch.distributed.get_world_size()
+        self.rank, self.world = open_run(cfg)
         self.is_main = self.rank == 0
-        # Before anything is loaded or written: a rerun that would overwrite a further-along run
-        # fails here; the same run again, finished and exported, has nothing to do (see train()).
-        self.finished = check_rerun(cfg.output_dir, cfg.steps, cfg.resume, "steps")
+        # The same run again, finished and exported, has nothing to do: no model, engine or data
+        # is loaded for it (models and vLLM take minutes), and train() returns at once.
+        self.finished = finished_before(cfg, cfg.steps, "steps", "grpo")
+        if self.finished:
+            return
+        # A missing data file fails here, before anything loads or is written.
+        if samples is None:
+            check_data_file(cfg.data.path, "data.path")
         if self.is_main:
-            os.makedirs(cfg.output_dir, exist_ok=True)
             save_config(cfg, cfg.output_dir)
-        self.model_path = resolve_checkpoint(cfg.model.path, cfg.model.tiny, cfg.output_dir)
-        self.processor = load_processor(self.model_path)
+        self.model_path, self.processor = base_checkpoint(cfg)
         if samples is None:
             samples, self.bad_samples = load_prompts(cfg, self.processor)
         else:
             self.bad_samples = []
-        report_bad_samples("grpo", self.bad_samples, len(samples), cfg.output_dir,
-                           enabled=self.is_main and not self.finished)
+        report_bad_samples("grpo", self.bad_samples, len(samples), cfg.output_dir, enabled=self.is_main)
         self.samples = samples
         self.image_root = cfg.data.image_root or os.path.dirname(os.path.abspath(cfg.data.path))
         self._open = open_image or (lambda s: _open(s, self.image_root))
@@ -135,7 +132,9 @@ class GRPOTrainer:
         # where the model runs SDPA; other attention implementations get padded rows and a mask.
         self.packed = cfg.grpo.share_prompts and all(use_group_attention(m) for m in (policy, self.ref) if m is not None)
         self.shape = TextModelShape.from_config(policy.config)
-        self.ds_engine, self.optimizer, self.scheduler = build_deepspeed_engine(policy, cfg.trainer)
+        # Restored from the last completed save on resume: prompts and sampling seeds are
+        # functions of the step, so nothing else needs restoring.
+        self.ds_engine, self.optimizer, self.scheduler, self.start_step = policy_engine(policy, cfg.trainer, cfg)
         if self.ref is not None:  # partitioned like the policy under ZeRO-3
             self.ref = build_reference_model(self.ref, cfg.trainer)
         # Built after the training world exists, so a colocated vLLM joins it.
@@ -143,20 +142,12 @@ class GRPOTrainer:
         self.reward = from_config(cfg.reward)
         self.accuracy = reward_fn("acc", 0.5)  # KVG-Bench's Acc@0.5, logged whatever is trained on
         self.loss_params = _loss_params(cfg)
-        self.start_step = self._resume() if cfg.resume else 0
-        if self.start_step:
+        if self.start_step:  # the rollout engine was built from the base model
             from dprl.train.weight_sync import sync_weights
 
-            sync_weights(self.ds_engine, self.rollout, cfg.sync)  # the rollout engine starts from the base model
+            sync_weights(self.ds_engine, self.rollout, cfg.sync)
 
     # -- checkpoints ------------------------------------------------------------------------------
-    def _resume(self) -> int:
-        """Steps done by the last completed save (0: a fresh run). Prompts and sampling seeds are
-        functions of the step, so nothing else needs restoring."""
-        from dprl.train.checkpoint import load_state
-
-        return load_state(self.ds_engine, self.cfg.output_dir)
-
     def save_checkpoint(self, step: int) -> None:
         from dprl.train.checkpoint import save_state
 
@@ -373,11 +364,8 @@ class GRPOTrainer:
         """Runs steps start_step..cfg.steps-1 (or stops after `stop_after` steps, for tests)."""
         cfg = self.cfg
         if self.finished:  # finished and exported before: nothing to train or write
-            if self.is_main:
-                print(f"grpo: {self.finished}", flush=True)
             return {}
-        self.logger = MetricsLogger(cfg.output_dir, cfg.steps, self.start_step, self.is_main, desc="grpo",
-                                    log_cfg=cfg.log, run_config=to_dict(cfg))
+        self.logger = metrics_logger(cfg, cfg.steps, self.start_step, "grpo")
         last = cfg.steps if stop_after is None else min(cfg.steps, self.start_step + stop_after)
         row = {}
         for step in range(self.start_step, last):
@@ -410,9 +398,7 @@ class GRPOTrainer:
 
     def finish(self) -> None:
         """HF-format weights of the trained policy and the run's curves, for eval and plots."""
-        from dprl.train.checkpoint import save_hf
-
-        save_hf(self.ds_engine, self.processor, os.path.join(self.cfg.output_dir, "final"), self.cfg.steps)
+        export_final(self.ds_engine, self.processor, self.cfg, self.cfg.steps)
         if self.is_main:
             plot_curves(self.logger.path, ["reward/mean", "reward/acc@0.5", "train/kl",
                                            "train/clip_fraction", "completion/length_mean"],
@@ -421,13 +407,4 @@ class GRPOTrainer:
 
 def run_grpo(cfg: GRPOConfig) -> dict:
     """Trains; returns the last step's metrics ({} when the run was finished before)."""
-    from dprl.train.engine import init_distributed
-
-    init_distributed(cfg.trainer)
-    # A run finished and exported before is not rebuilt (models and vLLM take minutes) to do nothing.
-    finished = check_rerun(cfg.output_dir, cfg.steps, cfg.resume, "steps")
-    if finished:
-        if torch.distributed.get_rank() == 0:
-            print(f"grpo: {finished}", flush=True)
-        return {}
     return GRPOTrainer(cfg).train()

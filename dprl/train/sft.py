@@ -14,15 +14,16 @@ import time
 
 import torch
 
-from dprl.config import SFTConfig, save_config, to_dict
+from dprl.config import SFTConfig, save_config
 from dprl.data.sft import check_data_files, collate, encode, load_sft_data, with_picture
 from dprl.data.validate import report_bad_samples
 from dprl.train.batches import BatchPlan
-from dprl.train.checkpoint import check_rerun, load_state, save_hf, save_state, stop_if_non_finite
-from dprl.train.engine import build_deepspeed_engine, init_distributed, is_vision_param, plain_grad_norm, step_grad_norm
+from dprl.train.checkpoint import save_state, stop_if_non_finite
+from dprl.train.engine import is_vision_param, plain_grad_norm, step_grad_norm
 from dprl.train.finite import describe_non_finite
-from dprl.train.metrics import MetricsLogger, peak_memory_bytes, plot_loss, read_metrics
-from dprl.train.writable import check_writable
+from dprl.train.metrics import peak_memory_bytes, plot_loss, read_metrics
+from dprl.train.stage_setup import (base_checkpoint, export_final, finished_before, metrics_logger, open_run,
+                                    policy_engine)
 
 
 def is_projector_param(name: str) -> bool:
@@ -40,10 +41,6 @@ def apply_freezing(model: torch.nn.Module, vision_tower: bool, projector: bool) 
     for p in model.parameters():
         counts["trainable" if p.requires_grad else "frozen"] += p.numel()
     return counts
-
-
-def _rank_world() -> tuple[int, int]:
-    return torch.distributed.get_rank(), torch.distributed.get_world_size()
 
 
 def _schedule(cfg: SFTConfig, plan: BatchPlan):
@@ -64,11 +61,8 @@ def _all_reduce_sum(values: list[float]) -> list[float]:
     return t.tolist()
 
 
-def _already_done(cfg: SFTConfig, total: int, message: str, t_start: float) -> dict:
+def _already_done(cfg: SFTConfig, total: int, rank: int, world: int, t_start: float) -> dict:
     """The summary of a run finished and exported before (check_rerun): nothing trained or written."""
-    rank, world = _rank_world()
-    if rank == 0:
-        print(f"sft: {message}", flush=True)
     metrics = os.path.join(cfg.output_dir, "metrics.jsonl")
     rows = read_metrics(metrics) if os.path.isfile(metrics) else []
     return {"steps": total, "total_steps": total, "start_step": total,
@@ -82,15 +76,12 @@ def run_sft(cfg: SFTConfig) -> dict:
     t_start = time.perf_counter()
     # Missing data and an unwritable output_dir fail here, before anything loads.
     check_data_files(cfg.data)
-    check_writable(cfg.output_dir)
-    init_distributed(cfg.trainer)
-    rank, world = _rank_world()
+    rank, world = open_run(cfg)
     torch.manual_seed(cfg.data.seed)
 
-    from dprl.models.loading import load_model, load_processor, resolve_checkpoint
+    from dprl.models.loading import load_model
 
-    model_path = resolve_checkpoint(cfg.model.path, cfg.model.tiny, cfg.output_dir)
-    processor = load_processor(model_path)
+    model_path, processor = base_checkpoint(cfg)
     pad_id = processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
     # Data before the model, so a malformed file fails in seconds. Samples that could not be
     # encoded are set aside here, before the batch plan orders the rest (exact resume).
@@ -100,10 +91,8 @@ def run_sft(cfg: SFTConfig) -> dict:
     plan = BatchPlan(len(grounding), len(knowledge), t.micro_batch_size, cfg.data.knowledge_per_batch,
                      t.grad_accum_steps, world, rank, cfg.data.seed, cfg.data.shuffle)
     total, tcfg = _schedule(cfg, plan)
-    # Before the model loads: a rerun that would overwrite a further-along run fails in seconds.
-    finished = check_rerun(cfg.output_dir, total, cfg.resume, "max_steps")
-    if finished:
-        return _already_done(cfg, total, finished, t_start)
+    if finished_before(cfg, total, "max_steps", "sft"):
+        return _already_done(cfg, total, rank, world, t_start)
     if rank == 0:  # after the check: a refused rerun leaves the run's config as it was
         save_config(cfg, cfg.output_dir)
 
@@ -114,11 +103,9 @@ def run_sft(cfg: SFTConfig) -> dict:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     counts = apply_freezing(model, cfg.freeze_vision_tower, cfg.freeze_projector)
 
-    ds_engine, _, scheduler = build_deepspeed_engine(model, tcfg)
-    start = load_state(ds_engine, cfg.output_dir) if cfg.resume else 0
+    ds_engine, _, scheduler, start = policy_engine(model, tcfg, cfg)
     stop = min(total, start + cfg.stop_after) if cfg.stop_after else total
-    logger = MetricsLogger(cfg.output_dir, total, start, enabled=rank == 0, desc="sft", log_cfg=cfg.log,
-                           run_config=to_dict(cfg))
+    logger = metrics_logger(cfg, total, start, "sft")
     if rank == 0:
         print(f"sft: {len(grounding)} grounding + {len(knowledge)} knowledge samples, {world} rank(s), "
               f"{plan.samples_per_step} samples/step, {total} steps (from step {start}); "
@@ -178,7 +165,7 @@ def run_sft(cfg: SFTConfig) -> dict:
     logger.close()
     final_dir = None
     if stop == total:
-        final_dir = save_hf(ds_engine, processor, os.path.join(cfg.output_dir, "final"), stop)
+        final_dir = export_final(ds_engine, processor, cfg, stop)
         if rank == 0 and os.path.exists(logger.path):
             plot_loss(logger.path, os.path.join(cfg.output_dir, "loss.png"))
     return {"steps": stop, "total_steps": total, "start_step": start, "final_loss": last_loss,
