@@ -35,15 +35,15 @@ SIZES = {
 def run_backend(backend: str, path: str, requests, cfg: RolloutConfig, repeats: int) -> dict:
     import statistics
 
-    from dprl.rollout import build_engine
+    from dprl.rollout import build_rollout_engine
 
     cfg = RolloutConfig(**{**cfg.__dict__, "backend": backend})
-    engine = build_engine(path, cfg)
-    engine.generate(requests, seed=0)  # warm-up: first-call allocations, lazy imports
+    rollout = build_rollout_engine(path, cfg)
+    rollout.generate(requests, seed=0)  # warm-up: first-call allocations, lazy imports
     times, tokens = [], []
     for r in range(repeats):
         t0 = time.perf_counter()
-        out = engine.generate(requests, seed=1 + r)
+        out = rollout.generate(requests, seed=1 + r)
         times.append(time.perf_counter() - t0)
         tokens.append(sum(c.length for c in out))
     t = statistics.median(times)

@@ -37,13 +37,13 @@ def model_config(size: str, large_layers: int) -> TinyModelConfig:
                            num_layers=large_layers, vision_depth=2, vision_embed_dim=128)
 
 
-def per_parameter_sync(named, engine) -> None:
+def per_parameter_sync(named, rollout) -> None:
     """One engine call per tensor (wrong on CPU for fused modules: timed, then overwritten)."""
-    from dprl.train.weight_sync import engine_name, gathered
+    from dprl.train.weight_sync import gathered, hf_name
 
     for k, (name, p) in enumerate(named):
         with gathered([p]):
-            engine.update_weights([(engine_name(name), p.data)], final=k == len(named) - 1)
+            rollout.update_weights([(hf_name(name), p.data)], final=k == len(named) - 1)
 
 
 def gather_only(named, bucket_mb: float) -> None:
@@ -69,15 +69,15 @@ def bench_size(size: str, args, workdir: str) -> list[dict]:
     from dprl.models.loading import load_model
     from dprl.models.tiny import make_tiny_model
     from dprl.rollout.vllm_engine import VLLMEngine
-    from dprl.train.engine import build_engine
+    from dprl.train.engine import build_deepspeed_engine
     from dprl.train.weight_sync import params_to_sync, sync_weights
 
     path = make_tiny_model(os.path.join(workdir, size), model_config(size, args.large_layers))
     # ZeRO-3 even in a world of one, so the timed path includes the gather a real run does.
     tcfg = TrainerConfig(zero_stage=3, dtype="float32", param_persistence_threshold=0)
-    engine = VLLMEngine(path, RolloutConfig(n=1, max_tokens=4, max_model_len=512), dtype="float32")
-    ds, _, _ = build_engine(load_model(path, dtype="float32"), tcfg)
-    named = params_to_sync(ds)
+    rollout = VLLMEngine(path, RolloutConfig(n=1, max_tokens=4, max_model_len=512), dtype="float32")
+    ds_engine, _, _ = build_deepspeed_engine(load_model(path, dtype="float32"), tcfg)
+    named = params_to_sync(ds_engine)
     numel = sum(p.ds_numel for _, p in named)
     nbytes = 4 * numel
     buffers = [torch.empty(p.ds_shape, dtype=p.dtype) for _, p in named]
@@ -88,23 +88,23 @@ def bench_size(size: str, args, workdir: str) -> list[dict]:
         for (_, p) in named:  # memcpy sources: the same tensors, already whole
             with gathered([p]):
                 full.append(("", p.data.clone()))
-    from dprl.train.weight_sync import engine_name
+    from dprl.train.weight_sync import hf_name
 
-    whole = [(engine_name(n), t) for (n, _), (_, t) in zip(named, full)]  # already gathered
+    whole = [(hf_name(n), t) for (n, _), (_, t) in zip(named, full)]  # already gathered
 
     bucketed_cfg = WeightSyncConfig(bucket_mb=args.bucket_mb)
-    stats = sync_weights(ds, engine, bucketed_cfg)
+    stats = sync_weights(ds_engine, rollout, bucketed_cfg)
     times = {
-        "bucketed": median_time(lambda: sync_weights(ds, engine, bucketed_cfg), args.repeats),
-        "one_bucket": median_time(lambda: sync_weights(ds, engine, WeightSyncConfig(bucket_mb=1e9)),
+        "bucketed": median_time(lambda: sync_weights(ds_engine, rollout, bucketed_cfg), args.repeats),
+        "one_bucket": median_time(lambda: sync_weights(ds_engine, rollout, WeightSyncConfig(bucket_mb=1e9)),
                                   args.repeats),
-        "per_parameter": median_time(lambda: per_parameter_sync(named, engine), args.repeats),
+        "per_parameter": median_time(lambda: per_parameter_sync(named, rollout), args.repeats),
         "memcpy": median_time(lambda: memcpy(full, buffers), args.repeats),
         # The two halves of a sync, to show where its time goes.
         "gather_only": median_time(lambda: gather_only(named, args.bucket_mb), args.repeats),
-        "engine_only": median_time(lambda: engine.update_weights(whole), args.repeats),
+        "engine_only": median_time(lambda: rollout.update_weights(whole), args.repeats),
     }
-    sync_weights(ds, engine, bucketed_cfg)  # leave the engine correct after the per-tensor calls
+    sync_weights(ds_engine, rollout, bucketed_cfg)  # leave the engine correct after the per-tensor calls
     rows = []
     for method, t in times.items():
         rows.append({
@@ -115,7 +115,7 @@ def bench_size(size: str, args, workdir: str) -> list[dict]:
             "seconds": t, "GB_per_s": nbytes / t / 1e9,
             "vs_memcpy": t / times["memcpy"], "per_param_vs_this": times["per_parameter"] / t,
         })
-    del engine, ds
+    del rollout, ds_engine
     return rows
 
 

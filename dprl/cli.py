@@ -81,7 +81,7 @@ def _cmd_data_engine(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     cfg = _load(EvalConfig, args)
-    from dprl.eval.run import print_summary, run_eval
+    from dprl.eval.evaluate import print_summary, run_eval
 
     try:
         summary = run_eval(cfg)

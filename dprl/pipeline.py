@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from dprl.config import CheckpointConfig, PipelineConfig, save_config, to_dict
+from dprl.models.loading import tiny_model_dir
 from dprl.run_dir import run_tied
 
 STAGES = ("world", "sft", "grpo", "eval")
@@ -60,7 +61,7 @@ def stage_configs(cfg: PipelineConfig) -> dict:
                data=rep(cfg.grpo.data, path=os.path.join(data, "kvg_train.jsonl")))
     # Evaluate the models this run makes (or made before): a stage left out and never run has
     # no checkpoint to score.
-    candidates = [("untrained", os.path.join(sft_dir, "base_model"), "sft"),
+    candidates = [("untrained", _sft_start(cfg, sft_dir), "sft"),
                   ("cot-sft", os.path.join(sft_dir, "final"), "sft"),
                   ("cot-sft+grpo", os.path.join(grpo_dir, "final"), "grpo")]
     checkpoints = [CheckpointConfig(name, path) for name, path, stage in candidates
@@ -69,6 +70,17 @@ def stage_configs(cfg: PipelineConfig) -> dict:
              data=rep(cfg.eval.data, path=os.path.join(data, "kvg_test.jsonl")), checkpoints=checkpoints,
              probe=rep(cfg.eval.probe, path=os.path.join(data, "knowledge_base.jsonl") if cfg.eval.probe.path else ""))
     return {"world": world, "sft": sft, "grpo": grpo, "eval": ev}
+
+
+def _sft_start(cfg: PipelineConfig, sft_dir: str) -> str:
+    """The checkpoint SFT starts from: sft.model.path, or the tiny model it builds in its run
+    directory (dprl.models.loading.resolve_checkpoint). Runs made before the tiny model's folder
+    had one name for every stage keep theirs in sft/base_model."""
+    if cfg.sft.model.path:
+        return os.path.expanduser(cfg.sft.model.path)
+    legacy = os.path.join(sft_dir, "base_model")
+    tiny = tiny_model_dir(sft_dir)
+    return legacy if os.path.isdir(legacy) and not os.path.isdir(tiny) else tiny
 
 
 def _done(stage: str, c) -> bool:

@@ -13,14 +13,14 @@ import os
 import time
 
 from dprl.config import SmokeConfig, save_config
+from dprl.data.prompts import R1_INSTRUCTION
+from dprl.models.chat import user_turn
 
 # Grounding questions in DeepPerception's prompt format: entity in object-ref tokens, then the
-# instruction to think in <think> and answer with a box in <answer>.
+# instruction to think in <think> and answer with a box in <answer> (R1_INSTRUCTION).
 _QUESTIONS = [
     "the red circle", "the blue square", "the green triangle", "the yellow bar",
 ]
-_INSTRUCTION = (" Output the thinking process in <think> </think> and final answer (bounding box) "
-                "in <answer> </answer> tags.")
 
 
 def demo_image(index: int, size: int = 112):
@@ -40,33 +40,32 @@ def demo_image(index: int, size: int = 112):
 
 def demo_messages(index: int) -> list[dict]:
     entity = _QUESTIONS[index % len(_QUESTIONS)]
-    text = f"Please locate <|object_ref_start|>{entity}<|object_ref_end|> in the image." + _INSTRUCTION
-    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+    text = f"Please locate <|object_ref_start|>{entity}<|object_ref_end|> in the image." + R1_INSTRUCTION
+    return [user_turn(text)]
 
 
 def run_smoke(cfg: SmokeConfig) -> dict:
-    from dprl.models.loading import load_model, load_processor
-    from dprl.models.scoring import completion_logprobs
-    from dprl.models.tiny import make_tiny_model
+    from dprl.models.chat import prompt_text
+    from dprl.models.loading import load_model, load_processor, resolve_checkpoint
+    from dprl.models.logprobs import completion_logprobs
     from dprl.rollout import VISION_TOKENS, RolloutRequest
-    from dprl.rollout.prompts import prompt_text
     from dprl.rollout.vllm_engine import VLLMEngine
 
     os.makedirs(cfg.output_dir, exist_ok=True)
     save_config(cfg, cfg.output_dir)
     timings = {}
     t0 = time.perf_counter()
-    model_path = cfg.model.path or make_tiny_model(os.path.join(cfg.output_dir, "tiny-model"), cfg.model.tiny)
+    model_path = resolve_checkpoint(cfg.model.path, cfg.model.tiny, cfg.output_dir)
     timings["model_build_s"] = time.perf_counter() - t0
 
     processor = load_processor(model_path)
     requests = [RolloutRequest(demo_messages(i), [demo_image(i)]) for i in range(cfg.num_prompts)]
 
     t0 = time.perf_counter()
-    engine = VLLMEngine(model_path, cfg.rollout, dtype=cfg.model.dtype)
+    rollout = VLLMEngine(model_path, cfg.rollout, dtype=cfg.model.dtype)
     timings["engine_build_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    completions = engine.generate(requests)
+    completions = rollout.generate(requests)
     timings["generate_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -75,7 +74,8 @@ def run_smoke(cfg: SmokeConfig) -> dict:
     max_err, n_tokens, rows = 0.0, 0, []
     for c in completions:
         req = requests[c.prompt_index]
-        hf = completion_logprobs(model, processor, prompt_text(processor, req), req.images, c.token_ids,
+        text = prompt_text(processor, req.messages)
+        hf = completion_logprobs(model, processor, text, req.images, c.token_ids,
                                  cfg.rollout.temperature, banned, cfg.rollout.top_k, cfg.rollout.top_p)
         err = max((abs(a - b) for a, b in zip(c.logprobs, hf.tolist())), default=0.0)
         if not math.isfinite(err):

@@ -46,3 +46,10 @@ def referred_entity(question: str) -> str:
 def answer_boxes(answer: str) -> list[list[float]]:
     """Every Qwen2-VL point-pair box in a ground-truth answer (KVG-Bench may list several)."""
     return [[float(v) for v in m.groups()] for m in _GT_BOX.finditer(answer)]
+
+
+def hide_name(text: str, name: str) -> str:
+    """`text` with an entity's name (and an article before it) said as "it", so a description
+    does not give its answer away."""
+    out = re.sub(r"(?<!\w)(?:(?:the|a|an) )?" + re.escape(name) + r"(?!\w)", "it", text, flags=re.I)
+    return out[:1].upper() + out[1:]

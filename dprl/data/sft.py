@@ -20,6 +20,7 @@ import torch
 from dprl.data.released import image_path, is_sharegpt, sharegpt_fields
 from dprl.data.validate import (DataError, bad_sample, check_data_file, image_size, prompt_length,
                                 read_json_records, read_table)
+from dprl.models.chat import prompt_text, user_turn
 
 IGNORE_INDEX = -100  # labels that the cross-entropy skips
 
@@ -33,6 +34,10 @@ class Conversation:
     # The response is the start of a reply, not all of it: no end-of-turn token is learned
     # after it (the knowledge corpus's recall rows: the first sentence of a chain of thought).
     partial: bool = False
+
+    def prompt_messages(self) -> list[dict]:
+        """The user's turn in chat format (image first, as in evaluation)."""
+        return [user_turn(self.prompt, image=bool(self.image))]
 
 
 def _read_rows(path: str) -> tuple:
@@ -151,7 +156,7 @@ def check_encodable(processor, conv: Conversation, max_length: int) -> None:
     does not decode or that Qwen2-VL cannot resize, or a prompt (image expanded) that alone
     reaches `max_length`. Decodes the image once and tokenises the text; no pixels are processed."""
     sizes = [image_size(conv.image)] if conv.image else []
-    P = prompt_length(processor, prompt_text(processor, conv), sizes)
+    P = prompt_length(processor, prompt_text(processor, conv.prompt_messages()), sizes)
     if P >= max_length:
         raise ValueError(f"its prompt is {P} tokens (image included) and data.max_length is "
                          f"{max_length}, which leaves no room for the reply; raise data.max_length")
@@ -179,13 +184,6 @@ def check_data_files(cfg) -> None:
         check_data_file(cfg.knowledge_path, "data.knowledge_path")
 
 
-def prompt_text(processor, conv: Conversation) -> str:
-    """The chat-templated prompt up to the assistant's turn (image first, as in evaluation)."""
-    content = ([{"type": "image"}] if conv.image else []) + [{"type": "text", "text": conv.prompt}]
-    messages = [{"role": "user", "content": content}]
-    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
 def encode(processor, conv: Conversation, max_length: int) -> dict:
     """One sample as tensors: input_ids, labels, mm_token_type_ids (L,); pixel_values
     (patches, patch_dim) and image_grid_thw (images, 3) when it has an image.
@@ -199,7 +197,8 @@ def encode(processor, conv: Conversation, max_length: int) -> dict:
     if conv.image:
         with Image.open(conv.image) as im:
             images = [im.convert("RGB")]
-    inputs = processor(text=[prompt_text(processor, conv)], images=images or None, return_tensors="pt")
+    text = prompt_text(processor, conv.prompt_messages())
+    inputs = processor(text=[text], images=images or None, return_tensors="pt")
     prompt_ids = inputs["input_ids"][0]  # (P,)
     tok = processor.tokenizer
     reply = tok(conv.response, add_special_tokens=False)["input_ids"]

@@ -19,13 +19,15 @@ import os
 from dataclasses import asdict
 
 from dprl.config import CheckpointConfig, EvalConfig
+from dprl.models.loading import TINY_RECORD
 
 IDENTITY_FILE = "identity.json"
 # Files of a checkpoint directory that decide its outputs: configs, chat template, tokenizer,
-# weights, custom model code. Training logs and states beside them do not.
+# weights, custom model code. Training logs and states beside them do not, nor the record of the
+# config a tiny model was built from (its other files already say everything it decides).
 MODEL_SUFFIXES = (".json", ".jinja", ".txt", ".model", ".tiktoken", ".py", ".safetensors", ".bin", ".pt", ".pth")
 NOT_MODEL_FILES = {"trainer_state.json", "training_args.bin", "all_results.json",
-                   "train_results.json", "eval_results.json"}
+                   "train_results.json", "eval_results.json", TINY_RECORD}
 _CHUNK = 8 << 20
 
 

@@ -22,7 +22,7 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from dprl.data.prompts import R1_LETTER_INSTRUCTION, referred_entity
+from dprl.data.prompts import R1_LETTER_INSTRUCTION, hide_name, referred_entity
 
 _LETTERS = "ABCDEFGH"
 
@@ -99,9 +99,7 @@ def look_items(entities: list[Entity], template: str) -> list[ProbeItem]:
 
 def _nameless(e: Entity) -> str:
     """The description with the entity's own name replaced, so an option gives no name away."""
-    text = re.sub(r"(?<!\w)(?:(?:the|a|an) )?" + re.escape(e.name) + r"(?!\w)", "it", e.description,
-                  flags=re.I)
-    return text[:1].upper() + text[1:]
+    return hide_name(e.description, e.name)
 
 
 def choice_items(entities: list[Entity], choices: int, seed: int) -> list[ProbeItem]:

@@ -7,14 +7,13 @@ here from the image size and the tokenized prompt text, without running the imag
 from __future__ import annotations
 
 from dprl.data.validate import prompt_length
-from dprl.rollout.base import RolloutRequest
-from dprl.rollout.prompts import prompt_text
+from dprl.models.chat import prompt_text
 
 
 def prompt_tokens(processor, messages: list[dict], images: list) -> int:
     """Prompt length as the engine sees it: the chat template's tokens with each image slot
     expanded to the image's tokens (raises ValueError for an image the processor refuses)."""
-    text = prompt_text(processor, RolloutRequest(messages, images))
+    text = prompt_text(processor, messages)
     return prompt_length(processor, text, [(im.width, im.height) for im in images])
 
 

@@ -1,16 +1,22 @@
 """Loading real checkpoints (Qwen2-VL, Qwen2.5-VL, or the tiny model) from a local directory.
 
 Nothing here downloads: every call passes local_files_only, and a path that is not a directory
-with a config.json fails with a message that says so.
+with a config.json fails with a message that says so. `resolve_checkpoint` is how every stage
+turns its `path` setting into a directory: the checkpoint given, or the tiny offline model built
+into the stage's run directory.
 """
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 
 SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
 
 _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+TINY_MODEL_DIR = "tiny-model"  # where a stage without a checkpoint builds the tiny model
+TINY_RECORD = "tiny_config.json"  # the TinyModelConfig the folder was built from
 
 
 def check_checkpoint_dir(path: str) -> dict:
@@ -50,3 +56,46 @@ def load_processor(path: str):
 
     check_checkpoint_dir(path)
     return AutoProcessor.from_pretrained(os.path.expanduser(path), local_files_only=True)
+
+
+def tiny_model_dir(run_dir: str) -> str:
+    """Where a stage that runs in `run_dir` keeps the tiny model it builds."""
+    return os.path.join(run_dir, TINY_MODEL_DIR)
+
+
+def resolve_checkpoint(path: str, tiny, run_dir: str) -> str:
+    """The checkpoint a stage runs: `path` when it is set (a local directory, `~` expanded), else
+    the tiny offline model for `tiny` (a TinyModelConfig) in <run_dir>/tiny-model.
+
+    The tiny model is a deterministic function of its config, which is recorded beside it: it is
+    built when the folder lacks it or holds another config's, and reused otherwise. Under
+    torch.distributed rank 0 builds it while the other ranks wait (all ranks call this)."""
+    if path:
+        return os.path.expanduser(path)
+    import torch
+
+    out = tiny_model_dir(run_dir)
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if not distributed or torch.distributed.get_rank() == 0:
+        _build_tiny_unless_current(out, tiny)
+    if distributed:
+        torch.distributed.barrier()
+    return out
+
+
+def _build_tiny_unless_current(out: str, tiny) -> None:
+    from dprl.models.tiny import make_tiny_model
+
+    record = os.path.join(out, TINY_RECORD)
+    wanted = json.dumps(asdict(tiny), sort_keys=True)
+    built = None
+    if os.path.isfile(record):
+        with open(record) as fh:
+            built = fh.read()
+    if built == wanted and os.path.isfile(os.path.join(out, "model.safetensors")):
+        return
+    if built is not None:
+        os.remove(record)  # the folder holds no finished build until the new record is written
+    make_tiny_model(out, tiny)
+    with open(record, "w") as fh:
+        fh.write(wanted)

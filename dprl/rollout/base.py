@@ -1,8 +1,8 @@
 """The rollout contract every generation backend implements (vLLM colocated, HF generate).
 
 A trainer sees only this: `generate` G completions per multimodal prompt, `update_weights` with
-the trained tensors, `sleep` / `wake_up` around training, `reset_caches`, and `score` to read the
-engine's own log-probs of a fixed completion (the staleness check after a sync).
+the trained tensors, `sleep` / `wake_up` around training, `reset_caches`, and `logprobs_of` to
+read the engine's own log-probs of a fixed completion (the staleness check after a sync).
 """
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ class RolloutEngine(abc.ABC):
         """Loads the given HF-named tensors into the engine's model."""
 
     @abc.abstractmethod
-    def score(self, request: RolloutRequest, completion_ids: Sequence[int]) -> torch.Tensor:
+    def logprobs_of(self, request: RolloutRequest, completion_ids: Sequence[int]) -> torch.Tensor:
         """fp32 log p(token | prefix) of a fixed completion under the current weights, softmax at
         temperature 1 over the full vocabulary (no truncation) -> (T,)."""
 

@@ -12,8 +12,8 @@ from typing import Iterable, Sequence
 import torch
 
 from dprl.config import RolloutConfig
+from dprl.models.chat import prompt_text
 from dprl.rollout.base import VISION_TOKENS, Completion, RolloutEngine, RolloutRequest, seeded
-from dprl.rollout.prompts import prompt_text
 
 
 class HFEngine(RolloutEngine):
@@ -34,7 +34,7 @@ class HFEngine(RolloutEngine):
         self._calls = 0
 
     def _inputs(self, request: RolloutRequest) -> dict:
-        text = prompt_text(self.processor, request)
+        text = prompt_text(self.processor, request.messages)
         inputs = self.processor(text=[text], images=list(request.images) or None, return_tensors="pt")
         return {k: v.to(self.model.device) for k, v in inputs.items()}
 
@@ -92,11 +92,12 @@ class HFEngine(RolloutEngine):
         return Completion(prompt_index, ids, text, logps, reason, P, self.weights_version)
 
     @torch.no_grad()
-    def score(self, request: RolloutRequest, completion_ids: Sequence[int]) -> torch.Tensor:
-        from dprl.models.scoring import completion_logprobs
+    def logprobs_of(self, request: RolloutRequest, completion_ids: Sequence[int]) -> torch.Tensor:
+        from dprl.models.logprobs import completion_logprobs
 
-        return completion_logprobs(self.model, self.processor, prompt_text(self.processor, request),
-                                   list(request.images), list(completion_ids))  # (T,)
+        text = prompt_text(self.processor, request.messages)
+        return completion_logprobs(self.model, self.processor, text, list(request.images),
+                                   list(completion_ids))  # (T,)
 
     @torch.no_grad()
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], final: bool = True) -> None:

@@ -16,8 +16,8 @@ from typing import Iterable, Sequence
 import torch
 
 from dprl.config import RolloutConfig
+from dprl.models.chat import prompt_text
 from dprl.rollout.base import VISION_TOKENS, Completion, RolloutEngine, RolloutRequest, seeded
-from dprl.rollout.prompts import prompt_text
 
 __all__ = ["VLLMEngine", "VISION_TOKENS", "Completion"]
 
@@ -114,14 +114,14 @@ class VLLMEngine(RolloutEngine):
         )
 
     def _vllm_prompt(self, request: RolloutRequest) -> dict:
-        prompt = {"prompt": prompt_text(self.processor, request)}
+        prompt = {"prompt": prompt_text(self.processor, request.messages)}
         if request.images:
             prompt["multi_modal_data"] = {"image": list(request.images)}
         return prompt
 
     def _check_ready(self) -> None:
         if self._asleep:
-            raise RuntimeError("VLLMEngine: generate/score while asleep; call wake_up() first")
+            raise RuntimeError("VLLMEngine: generate/logprobs_of while asleep; call wake_up() first")
         if self._weights_dropped:
             raise RuntimeError("VLLMEngine: the weights were dropped by sleep(level=2); sync all "
                                "weights (update_weights with final=True) before generating")
@@ -154,12 +154,13 @@ class VLLMEngine(RolloutEngine):
         return iter(self.tokenizer.batch_decode([list(seq.token_ids) for seq in seqs], skip_special_tokens=True))
 
     @torch.no_grad()
-    def score(self, request: RolloutRequest, completion_ids: Sequence[int]) -> torch.Tensor:
+    def logprobs_of(self, request: RolloutRequest, completion_ids: Sequence[int]) -> torch.Tensor:
         from vllm import SamplingParams
 
         self._check_ready()
         # The tokenizer's ids (one <|image_pad|> per image): the engine expands them itself.
-        ids = self.tokenizer(prompt_text(self.processor, request), add_special_tokens=False)["input_ids"]
+        text = prompt_text(self.processor, request.messages)
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         prompt = {"prompt_token_ids": list(ids) + list(completion_ids)}
         if request.images:
             prompt["multi_modal_data"] = {"image": list(request.images)}

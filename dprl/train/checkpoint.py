@@ -21,7 +21,7 @@ import torch
 
 from dprl.errors import UserFacingError
 from dprl.train.finite import NonFiniteError, describe_non_finite_weights, non_finite_message
-from dprl.train.weight_sync import engine_name, gathered, plan_buckets
+from dprl.train.weight_sync import hf_name, gathered, plan_buckets
 
 EXPORT_FILE = "trained_steps.json"
 
@@ -43,35 +43,35 @@ def stop_if_non_finite(what: str, run_dir: str, step: int) -> None:
         raise NonFiniteError(non_finite_message(step, what, run_dir, info and info["step"]))
 
 
-def require_finite_weights(engine, run_dir: str, step: int) -> None:
+def require_finite_weights(ds_engine, run_dir: str, step: int) -> None:
     """Raises NonFiniteError on every rank if any weight is nan or inf (all ranks call it)."""
-    stop_if_non_finite(describe_non_finite_weights(getattr(engine, "module", engine)), run_dir, step)
+    stop_if_non_finite(describe_non_finite_weights(getattr(ds_engine, "module", ds_engine)), run_dir, step)
 
 
-def full_state_dict(engine, bucket_bytes: int = 512 * 2**20) -> dict[str, torch.Tensor]:
+def full_state_dict(ds_engine, bucket_bytes: int = 512 * 2**20) -> dict[str, torch.Tensor]:
     """Every parameter whole, on CPU, on rank 0 (other ranks get {}). Collective under ZeRO-3:
     parameters are gathered a bucket of whole blocks at a time, so the extra device memory is
     about one bucket."""
-    module = getattr(engine, "module", engine)
+    module = getattr(ds_engine, "module", ds_engine)
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     out: dict[str, torch.Tensor] = {}
     for bucket in plan_buckets(list(module.named_parameters()), bucket_bytes):
         with gathered([p for _, p in bucket]):
             if rank == 0:
                 for name, p in bucket:
-                    out[engine_name(name)] = p.data.detach().to("cpu", copy=True)
+                    out[hf_name(name)] = p.data.detach().to("cpu", copy=True)
     return out
 
 
-def save_hf(engine, processor, out_dir: str, step: int) -> str | None:
+def save_hf(ds_engine, processor, out_dir: str, step: int) -> str | None:
     """Writes the model after `step` steps as an HF checkpoint to `out_dir`, the run directory's
     final/ (rank 0 writes; all ranks call). Raises NonFiniteError, writing nothing, if a weight
     is nan or inf."""
-    require_finite_weights(engine, os.path.dirname(os.path.abspath(out_dir)), step)
-    state = full_state_dict(engine)
+    require_finite_weights(ds_engine, os.path.dirname(os.path.abspath(out_dir)), step)
+    state = full_state_dict(ds_engine)
     rank = _rank()
     if rank == 0:
-        module = getattr(engine, "module", engine)
+        module = getattr(ds_engine, "module", ds_engine)
         os.makedirs(out_dir, exist_ok=True)
         marker = os.path.join(out_dir, EXPORT_FILE)
         if os.path.exists(marker):  # an export interrupted from here on is not a complete one
@@ -102,14 +102,14 @@ def _prune(state_dir: str, tag: str, keep: int) -> None:
         shutil.rmtree(os.path.join(state_dir, old))
 
 
-def save_state(engine, run_dir: str, step: int, keep: int = 1, total_steps: int | None = None) -> None:
+def save_state(ds_engine, run_dir: str, step: int, keep: int = 1, total_steps: int | None = None) -> None:
     """Saves the resumable state after `step` steps of a `total_steps` run (all ranks call), then
     deletes older saves beyond the newest `keep`. Raises NonFiniteError, writing nothing, if a
     weight is nan or inf."""
-    require_finite_weights(engine, run_dir, step)
+    require_finite_weights(ds_engine, run_dir, step)
     state_dir = os.path.join(run_dir, "state")
     tag = f"step{step:08d}"
-    engine.save_checkpoint(state_dir, tag=tag, client_state={"step": step})
+    ds_engine.save_checkpoint(state_dir, tag=tag, client_state={"step": step})
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
     if _rank() == 0:
@@ -207,12 +207,12 @@ def check_rerun(run_dir: str, total: int, resume: bool, length_key: str) -> str 
     return None
 
 
-def load_state(engine, run_dir: str) -> int:
+def load_state(ds_engine, run_dir: str) -> int:
     """Restores weights, optimizer and schedule from the last completed save -> steps done."""
     info = saved_step(run_dir)
     if info is None:
         return 0
-    path, client = engine.load_checkpoint(os.path.join(run_dir, "state"), tag=info["tag"])
+    path, client = ds_engine.load_checkpoint(os.path.join(run_dir, "state"), tag=info["tag"])
     if path is None:
         raise RuntimeError(f"could not load the training state {info['tag']} from {run_dir}/state")
     return int(client["step"])

@@ -1,8 +1,8 @@
 """The DeepSpeed engine every training stage builds (SFT and GRPO share it).
 
 `init_distributed` creates the training world first: a colocated rollout engine built afterwards
-joins it (vLLM creating the world itself under torchrun fails on rank 1). `build_engine` wraps a
-model with ZeRO 0-3, bf16 or fp32, gradient accumulation and clipping, a torch AdamW (DeepSpeed's
+joins it (vLLM creating the world itself under torchrun fails on rank 1). `build_deepspeed_engine`
+wraps a model with ZeRO 0-3, bf16 or fp32, gradient accumulation and clipping, a torch AdamW (DeepSpeed's
 own fused/CPU Adam would be JIT-compiled first, minutes on CPU) and a cosine schedule with linear
 warmup.
 """
@@ -95,8 +95,9 @@ def deepspeed_config(cfg: TrainerConfig) -> dict:
     }
 
 
-def build_engine(model: torch.nn.Module, cfg: TrainerConfig, optimizer: torch.optim.Optimizer | None = None):
-    """Wraps `model` in a DeepSpeed engine -> (engine, optimizer, lr_scheduler).
+def build_deepspeed_engine(model: torch.nn.Module, cfg: TrainerConfig,
+                           optimizer: torch.optim.Optimizer | None = None):
+    """Wraps `model` in a DeepSpeed engine -> (ds_engine, optimizer, lr_scheduler).
 
     With `cfg.freeze_vision` the vision tower's parameters stop requiring grad first, so neither
     the optimizer nor the weight sync touches them. `optimizer` defaults to torch AdamW over the
@@ -105,24 +106,24 @@ def build_engine(model: torch.nn.Module, cfg: TrainerConfig, optimizer: torch.op
     import deepspeed
 
     if not torch.distributed.is_initialized():
-        raise RuntimeError("build_engine: call dprl.train.engine.init_distributed(cfg) first")
+        raise RuntimeError("build_deepspeed_engine: call dprl.train.engine.init_distributed(cfg) first")
     if cfg.freeze_vision:
         for name, p in model.named_parameters():
             if is_vision_param(name):
                 p.requires_grad_(False)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
-        raise ValueError("build_engine: the model has no trainable parameters")
+        raise ValueError("build_deepspeed_engine: the model has no trainable parameters")
     if optimizer is None:
         optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
                                       weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(step, cfg))
-    engine, optimizer, _, scheduler = deepspeed.initialize(
+    ds_engine, optimizer, _, scheduler = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg))
-    return engine, optimizer, scheduler
+    return ds_engine, optimizer, scheduler
 
 
-def build_frozen_engine(model: torch.nn.Module, cfg: TrainerConfig):
+def build_reference_model(model: torch.nn.Module, cfg: TrainerConfig):
     """A model that is only run forward (GRPO's reference): under ZeRO-3 a DeepSpeed engine
     without an optimizer, so its parameters are partitioned over the ranks like the policy's
     and gathered layer by layer in the forward, instead of a full copy on every rank; under
@@ -133,7 +134,7 @@ def build_frozen_engine(model: torch.nn.Module, cfg: TrainerConfig):
     if cfg.zero_stage != 3:
         return model
     if not torch.distributed.is_initialized():
-        raise RuntimeError("build_frozen_engine: call dprl.train.engine.init_distributed(cfg) first")
-    engine, *_ = deepspeed.initialize(model=model, config=deepspeed_config(cfg))
-    engine.eval()
-    return engine
+        raise RuntimeError("build_reference_model: call dprl.train.engine.init_distributed(cfg) first")
+    ds_engine, *_ = deepspeed.initialize(model=model, config=deepspeed_config(cfg))
+    ds_engine.eval()
+    return ds_engine

@@ -1,14 +1,14 @@
 """`dprl grpo`: GRPO for vision-language models with colocated rollouts.
 
 One step, every phase timed into the metrics:
-  rollout   G completions per prompt from the colocated engine (vLLM in this process); with
+  rollout   G completions per prompt from the colocated rollout engine (vLLM in this process); with
             dynamic sampling, refill rounds replace groups whose rewards are all equal (DAPO)
   reward    named, weighted rule rewards over the whole batch (dprl.rewards, C++)
   ref/old   reference log-probs (frozen copy; skipped when beta = 0) and old log-probs (only
             when a rollout batch is used for more than one update, or for importance weights)
   update    group advantages, then the fused GRPO loss on completion positions only, in
             micro-batches with DeepSpeed gradient accumulation
-  sync      the new weights into the engine, bucket by bucket
+  sync      the new weights into the rollout engine, bucket by bucket
 Checkpoints hold the DeepSpeed state (model, optimizer, scheduler) and the step; prompts and
 sampling seeds are functions of the step, so a resumed run continues exactly.
 """
@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import torch
 
-from dprl.config import GRPOConfig, save_config, to_dict
+from dprl.config import GRPOConfig, save_config
 from dprl.kernels import GRPOLossParams
 from dprl.train.advantages import group_advantages
-from dprl.train.checkpoint import check_rerun, stop_if_non_finite
+from dprl.train.checkpoint import stop_if_non_finite
 from dprl.rollout.base import answer_text
 from dprl.train.dynamic_sampling import (SampledRound, assemble, count_informative, refill_size,
                                          reward_metrics)
@@ -31,13 +31,15 @@ from dprl.train.finite import describe_non_finite, describe_non_finite_weights
 from dprl.data.validate import DataError, check_data_file, report_bad_samples
 from dprl.train.grpo_data import (grounding_request, load_prompt_samples, refill_indices, reward_columns,
                                   screen_prompts, step_indices)
-from dprl.train.metrics import MetricsLogger, PhaseTimer, peak_memory_bytes, plot_curves
+from dprl.train.metrics import PhaseTimer, peak_memory_bytes, plot_curves
+from dprl.models.chat import prompt_text
 from dprl.models.group_attention import use_group_attention
 from dprl.train.flops import TextModelShape, attention_pairs, forward_flops
 from dprl.train.grpo_micro_batches import agreed_count, equalize, pack_micro_batches, plan_units
 from dprl.train.policy import grpo_policy_loss, token_logprobs, unwrap
 from dprl.train.shared_prompt import build_rows, encode_prompts, image_features
-from dprl.train.writable import check_writable
+from dprl.train.stage_setup import (base_checkpoint, export_final, finished_before, metrics_logger, open_run,
+                                    policy_engine)
 
 
 @dataclass
@@ -51,20 +53,6 @@ class StepBatch:
     padding_fraction: float  # share of the micro-batches' positions that are padding
     model_tokens: int  # positions one forward needs: each prompt once, then its completions
     attention_pairs: int  # (query, key) pairs one forward needs (dprl.train.flops)
-
-
-def resolve_model_path(cfg: GRPOConfig, is_main: bool) -> str:
-    """The checkpoint to train: model.path, or the tiny model built once into the run dir."""
-    if cfg.model.path:
-        return os.path.expanduser(cfg.model.path)
-    path = os.path.join(cfg.output_dir, "tiny-model")
-    if is_main and not os.path.isfile(os.path.join(path, "model.safetensors")):
-        from dprl.models.tiny import make_tiny_model
-
-        make_tiny_model(path, cfg.model.tiny)
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-    return path
 
 
 def load_prompts(cfg: GRPOConfig, processor=None):
@@ -91,39 +79,35 @@ def _open(sample, root: str):
 
 
 class GRPOTrainer:
-    """Holds the policy engine, reference model, rollout engine and reward; `train()` runs."""
+    """Holds the policy's DeepSpeed engine, reference model, rollout engine and reward; `train()` runs."""
 
     def __init__(self, cfg: GRPOConfig, samples=None, open_image=None):
-        from dprl.models.loading import load_model, load_processor
+        from dprl.models.loading import load_model
         from dprl.rewards import from_config, reward_fn
-        from dprl.rollout import build_engine as build_rollout
-        from dprl.train.engine import build_engine, build_frozen_engine, init_distributed
+        from dprl.rollout import build_rollout_engine
+        from dprl.train.engine import build_reference_model
 
         self.cfg = cfg
-        # A missing data file and an unwritable output_dir fail here, before anything loads.
-        if samples is None:
-            check_data_file(cfg.data.path, "data.path")
-        check_writable(cfg.output_dir)
         # The cosine runs over the optimizer steps this run will take.
         cfg.trainer.total_steps = cfg.steps * cfg.grpo.updates_per_rollout
-        init_distributed(cfg.trainer)
-        self.rank = torch.distributed.get_rank()
-        self.world = torch.distributed.get_world_size()
+        self.rank, self.world = open_run(cfg)
         self.is_main = self.rank == 0
-        # Before anything is loaded or written: a rerun that would overwrite a further-along run
-        # fails here; the same run again, finished and exported, has nothing to do (see train()).
-        self.finished = check_rerun(cfg.output_dir, cfg.steps, cfg.resume, "steps")
+        # The same run again, finished and exported, has nothing to do: no model, engine or data
+        # is loaded for it (models and vLLM take minutes), and train() returns at once.
+        self.finished = finished_before(cfg, cfg.steps, "steps", "grpo")
+        if self.finished:
+            return
+        # A missing data file fails here, before anything loads or is written.
+        if samples is None:
+            check_data_file(cfg.data.path, "data.path")
         if self.is_main:
-            os.makedirs(cfg.output_dir, exist_ok=True)
             save_config(cfg, cfg.output_dir)
-        self.model_path = resolve_model_path(cfg, self.is_main)
-        self.processor = load_processor(self.model_path)
+        self.model_path, self.processor = base_checkpoint(cfg)
         if samples is None:
             samples, self.bad_samples = load_prompts(cfg, self.processor)
         else:
             self.bad_samples = []
-        report_bad_samples("grpo", self.bad_samples, len(samples), cfg.output_dir,
-                           enabled=self.is_main and not self.finished)
+        report_bad_samples("grpo", self.bad_samples, len(samples), cfg.output_dir, enabled=self.is_main)
         self.samples = samples
         self.image_root = cfg.data.image_root or os.path.dirname(os.path.abspath(cfg.data.path))
         self._open = open_image or (lambda s: _open(s, self.image_root))
@@ -141,32 +125,26 @@ class GRPOTrainer:
         # where the model runs SDPA; other attention implementations get padded rows and a mask.
         self.packed = cfg.grpo.share_prompts and all(use_group_attention(m) for m in (policy, self.ref) if m is not None)
         self.shape = TextModelShape.from_config(policy.config)
-        self.engine, self.optimizer, self.scheduler = build_engine(policy, cfg.trainer)
+        # Restored from the last completed save on resume: prompts and sampling seeds are
+        # functions of the step, so nothing else needs restoring.
+        self.ds_engine, self.optimizer, self.scheduler, self.start_step = policy_engine(policy, cfg.trainer, cfg)
         if self.ref is not None:  # partitioned like the policy under ZeRO-3
-            self.ref = build_frozen_engine(self.ref, cfg.trainer)
+            self.ref = build_reference_model(self.ref, cfg.trainer)
         # Built after the training world exists, so a colocated vLLM joins it.
-        self.rollout = build_rollout(self.model_path, cfg.rollout, dtype=cfg.model.dtype)
+        self.rollout = build_rollout_engine(self.model_path, cfg.rollout, dtype=cfg.model.dtype)
         self.reward = from_config(cfg.reward)
         self.accuracy = reward_fn("acc", 0.5)  # KVG-Bench's Acc@0.5, logged whatever is trained on
         self.loss_params = GRPOLossParams.from_config(cfg.grpo, cfg.rollout.max_tokens)
-        self.start_step = self._resume() if cfg.resume else 0
-        if self.start_step:
+        if self.start_step:  # the rollout engine was built from the base model
             from dprl.train.weight_sync import sync_weights
 
-            sync_weights(self.engine, self.rollout, cfg.sync)  # the engine starts from the base model
+            sync_weights(self.ds_engine, self.rollout, cfg.sync)
 
     # -- checkpoints ------------------------------------------------------------------------------
-    def _resume(self) -> int:
-        """Steps done by the last completed save (0: a fresh run). Prompts and sampling seeds are
-        functions of the step, so nothing else needs restoring."""
-        from dprl.train.checkpoint import load_state
-
-        return load_state(self.engine, self.cfg.output_dir)
-
     def save_checkpoint(self, step: int) -> None:
         from dprl.train.checkpoint import save_state
 
-        save_state(self.engine, self.cfg.output_dir, step, total_steps=self.cfg.steps)
+        save_state(self.ds_engine, self.cfg.output_dir, step, total_steps=self.cfg.steps)
 
     # -- one step ---------------------------------------------------------------------------------
     def _sample_round(self, step: int, round_: int, indices: list[int], timer: PhaseTimer) -> SampledRound:
@@ -208,9 +186,8 @@ class GRPOTrainer:
     def _prepare(self, requests, comps) -> "StepBatch":
         """The step's micro-batches, built once and reused by every pass (see StepBatch)."""
         cfg = self.cfg
-        hf = unwrap(self.engine)
-        texts = [self.processor.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True)
-                 for r in requests]
+        hf = unwrap(self.ds_engine)
+        texts = [prompt_text(self.processor, r.messages) for r in requests]
         prompts = encode_prompts(self.processor, hf, texts, [r.images for r in requests])
         # A frozen tower (and merger) gives the same features in every pass and in the
         # reference model: compute them once, without grad.
@@ -253,11 +230,12 @@ class GRPOTrainer:
         total = fwd * sum(passes.values())
         train = fwd * (passes["ref"] + passes["old"] + passes["update"])
         train_s = sum(seconds.get(k, 0.0) for k in ("prepare", "ref", "old", "update"))
-        out = {"perf/model_tflop": total / 1e12, "perf/tflops_per_s": total / 1e12 / max(step_s, 1e-9),
-               "perf/train_tflops_per_s": train / 1e12 / max(train_s, 1e-9)}
+        out = {"train/model_tflop": total / 1e12,
+               "throughput/tflops_per_s": total / 1e12 / max(step_s, 1e-9),
+               "throughput/train_tflops_per_s": train / 1e12 / max(train_s, 1e-9)}
         if cfg.log.peak_tflops > 0:
-            out["perf/mfu"] = out["perf/tflops_per_s"] / cfg.log.peak_tflops
-            out["perf/train_mfu"] = out["perf/train_tflops_per_s"] / cfg.log.peak_tflops
+            out["throughput/mfu"] = out["throughput/tflops_per_s"] / cfg.log.peak_tflops
+            out["throughput/train_mfu"] = out["throughput/train_tflops_per_s"] / cfg.log.peak_tflops
         return out
 
     def step(self, step: int) -> dict:
@@ -269,7 +247,7 @@ class GRPOTrainer:
         with timer("reward"):
             adv = group_advantages(rewards, G, cfg.grpo.advantage, cfg.grpo.advantage_eps)
 
-        # Generation is done until the sync: free the engine's KV cache for the training passes
+        # Generation is done until the sync: free the rollout engine's KV cache for the training passes
         # (GPU; a no-op on CPU). sync_weights wakes it before loading the new weights.
         self.rollout.sleep(1)
         with timer("prepare"):
@@ -287,7 +265,7 @@ class GRPOTrainer:
                 with timer("old"):
                     # The trainer's view of the sampled tokens before any update: the importance
                     # ratio's denominator when a batch is reused or importance-weighted.
-                    old_logp = self._logprobs(self.engine, micro_batches, N)  # (N,)
+                    old_logp = self._logprobs(self.ds_engine, micro_batches, N)  # (N,)
 
         # A rollout batch is one optimizer step, so the first update epoch runs on the weights the
         # rollout sampled with: without an `old` pass, its forward log-probs are the trainer's side
@@ -304,10 +282,10 @@ class GRPOTrainer:
                     # Each micro-batch's loss is its share of the batch's (num_seqs / num_tokens
                     # are the batch's), so accumulation adds them up unscaled and the optimizer
                     # steps once per epoch, at the last one.
-                    self.engine.set_gradient_accumulation_boundary(i == len(micro_batches) - 1)
+                    self.ds_engine.set_gradient_accumulation_boundary(i == len(micro_batches) - 1)
                     tok = mb.token_index  # (n,)
                     loss, m, logp = grpo_policy_loss(
-                        self.engine, mb, adv.advantages[mb.seq_ids],
+                        self.ds_engine, mb, adv.advantages[mb.seq_ids],
                         old_logp=None if old_logp is None else old_logp[tok],
                         ref_logp=None if ref_logp is None else ref_logp[tok],
                         rollout_logp=rollout_logp[tok] if cfg.grpo.tis_cap > 0 else None,
@@ -315,12 +293,12 @@ class GRPOTrainer:
                         num_seqs=S, num_tokens=N, banned=self.banned)
                     if old_logp is None and epoch == 0:
                         trainer_logp[tok] = logp
-                    self.engine.backward(loss, scale_wrt_gas=False)
+                    self.ds_engine.backward(loss, scale_wrt_gas=False)
                     last = i == len(micro_batches) - 1
-                    plain = plain_grad_norm(self.engine, cfg.trainer) if last else None
-                    self.engine.step()
+                    plain = plain_grad_norm(self.ds_engine, cfg.trainer) if last else None
+                    self.ds_engine.step()
                     if last:  # the optimizer stepped
-                        grad_norms.append(step_grad_norm(self.engine, plain))
+                        grad_norms.append(step_grad_norm(self.ds_engine, plain))
                     share = len(tok) / N  # metrics are token means: weight each by its tokens
                     sums["loss"] = sums.get("loss", 0.0) + loss.item()
                     for k, v in m.items():
@@ -331,7 +309,7 @@ class GRPOTrainer:
         with timer("sync"):
             from dprl.train.weight_sync import sync_weights
 
-            sync = sync_weights(self.engine, self.rollout, cfg.sync)
+            sync = sync_weights(self.ds_engine, self.rollout, cfg.sync)
 
         from dprl.train.staleness import staleness_metrics
 
@@ -352,7 +330,7 @@ class GRPOTrainer:
             "completion/clipped_fraction": sum(c.finish_reason == "length" for c in comps) / len(comps),
             **staleness_metrics(rollout_logp, trainer_logp),
             **timer.metrics(),
-            **{k: v for k, v in sync.items() if k != "sync/seconds"},
+            **{k: v for k, v in sync.items() if k != "time/sync_s"},  # the phase timer's is kept
             "memory/peak_gib": peak_memory_bytes() / 2**30,
         }
         step_s = sum(timer.seconds.values())
@@ -364,14 +342,14 @@ class GRPOTrainer:
 
     def _stop_if_non_finite(self, done: int, loss: float, grad_norms: list[float | None]) -> None:
         """Raises NonFiniteError on every rank when step `done`'s loss, grad norms or weights hold
-        nan or inf: before the sync, so the engine never samples from such weights, and before any
+        nan or inf: before the sync, so the rollout engine never samples from such weights, and before any
         save. The weights are checked every step because GRPO's loss can stay small and finite
         over NaN weights (measured at lr=1e4); one pass over them costs less than the sync, which
         reads them all too."""
         names = ["grad norm"] if len(grad_norms) == 1 else [f"grad norm of update {e + 1}"
                                                             for e in range(len(grad_norms))]
         found = [describe_non_finite({"loss": loss, **dict(zip(names, grad_norms))}),
-                 describe_non_finite_weights(self.engine.module)]
+                 describe_non_finite_weights(self.ds_engine.module)]
         stop_if_non_finite("; ".join(f for f in found if f), self.cfg.output_dir, done)
 
     # -- the run ----------------------------------------------------------------------------------
@@ -379,11 +357,8 @@ class GRPOTrainer:
         """Runs steps start_step..cfg.steps-1 (or stops after `stop_after` steps, for tests)."""
         cfg = self.cfg
         if self.finished:  # finished and exported before: nothing to train or write
-            if self.is_main:
-                print(f"grpo: {self.finished}", flush=True)
             return {}
-        self.logger = MetricsLogger(cfg.output_dir, cfg.steps, self.start_step, self.is_main, desc="grpo",
-                                    log_cfg=cfg.log, run_config=to_dict(cfg))
+        self.logger = metrics_logger(cfg, cfg.steps, self.start_step, "grpo")
         last = cfg.steps if stop_after is None else min(cfg.steps, self.start_step + stop_after)
         row = {}
         for step in range(self.start_step, last):
@@ -416,9 +391,7 @@ class GRPOTrainer:
 
     def finish(self) -> None:
         """HF-format weights of the trained policy and the run's curves, for eval and plots."""
-        from dprl.train.checkpoint import save_hf
-
-        save_hf(self.engine, self.processor, os.path.join(self.cfg.output_dir, "final"), self.cfg.steps)
+        export_final(self.ds_engine, self.processor, self.cfg, self.cfg.steps)
         if self.is_main:
             plot_curves(self.logger.path, ["reward/mean", "reward/acc@0.5", "train/kl",
                                            "train/clip_fraction", "completion/length_mean"],
@@ -427,13 +400,4 @@ class GRPOTrainer:
 
 def run_grpo(cfg: GRPOConfig) -> dict:
     """Trains; returns the last step's metrics ({} when the run was finished before)."""
-    from dprl.train.engine import init_distributed
-
-    init_distributed(cfg.trainer)
-    # A run finished and exported before is not rebuilt (models and vLLM take minutes) to do nothing.
-    finished = check_rerun(cfg.output_dir, cfg.steps, cfg.resume, "steps")
-    if finished:
-        if torch.distributed.get_rank() == 0:
-            print(f"grpo: {finished}", flush=True)
-        return {}
     return GRPOTrainer(cfg).train()

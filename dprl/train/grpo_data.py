@@ -15,13 +15,12 @@ from dprl.data.prompts import R1_INSTRUCTION  # the instruction SFT data and eva
 from dprl.data.released import is_problem_solution, load_problem_solution
 from dprl.data.validate import (DataError, bad_sample, image_size, prompt_length, read_json_records,
                                 read_table)
+from dprl.models.chat import prompt_text, user_turn
 from dprl.rollout.base import RolloutRequest
-from dprl.rollout.prompts import prompt_text
 
 
 def grounding_request(question: str, image) -> RolloutRequest:
-    content = [{"type": "image"}, {"type": "text", "text": question + R1_INSTRUCTION}]
-    return RolloutRequest(messages=[{"role": "user", "content": content}], images=[image])
+    return RolloutRequest(messages=[user_turn(question + R1_INSTRUCTION)], images=[image])
 
 
 # The call's own keywords (TRL's three and dprl's ground truth): a record field of the same name
@@ -69,7 +68,7 @@ def load_prompt_samples(path: str, image_root: str = "", domains=()) -> tuple[li
 def prompt_tokens(processor, sample, image_root: str) -> int:
     """The length of `sample`'s rollout prompt with its image expanded, as the engine counts it;
     decodes the image once (ValueError when it does not decode or cannot be resized)."""
-    text = prompt_text(processor, grounding_request(sample.question, None))
+    text = prompt_text(processor, grounding_request(sample.question, None).messages)
     return prompt_length(processor, text, [image_size(sample.image, image_root)])
 
 

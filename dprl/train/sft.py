@@ -14,15 +14,16 @@ import time
 
 import torch
 
-from dprl.config import SFTConfig, save_config, to_dict
+from dprl.config import SFTConfig, save_config
 from dprl.data.sft import check_data_files, collate, encode, load_sft_data, with_picture
 from dprl.data.validate import report_bad_samples
 from dprl.train.batches import BatchPlan
-from dprl.train.checkpoint import check_rerun, load_state, save_hf, save_state, stop_if_non_finite
-from dprl.train.engine import build_engine, init_distributed, is_vision_param, plain_grad_norm, step_grad_norm
+from dprl.train.checkpoint import save_state, stop_if_non_finite
+from dprl.train.engine import is_vision_param, plain_grad_norm, step_grad_norm
 from dprl.train.finite import describe_non_finite
-from dprl.train.metrics import MetricsLogger, peak_memory_bytes, plot_loss, read_metrics
-from dprl.train.writable import check_writable
+from dprl.train.metrics import peak_memory_bytes, plot_loss, read_metrics
+from dprl.train.stage_setup import (base_checkpoint, export_final, finished_before, metrics_logger, open_run,
+                                    policy_engine)
 
 
 def is_projector_param(name: str) -> bool:
@@ -40,27 +41,6 @@ def apply_freezing(model: torch.nn.Module, vision_tower: bool, projector: bool) 
     for p in model.parameters():
         counts["trainable" if p.requires_grad else "frozen"] += p.numel()
     return counts
-
-
-def _rank_world() -> tuple[int, int]:
-    return torch.distributed.get_rank(), torch.distributed.get_world_size()
-
-
-def _barrier() -> None:
-    torch.distributed.barrier()
-
-
-def _model_path(cfg: SFTConfig, rank: int) -> str:
-    """The checkpoint to fine-tune: `model.path`, or the tiny offline model built once (rank 0)."""
-    if cfg.model.path:
-        return os.path.expanduser(cfg.model.path)
-    path = os.path.join(cfg.output_dir, "base_model")
-    if rank == 0 and not os.path.isfile(os.path.join(path, "model.safetensors")):
-        from dprl.models.tiny import make_tiny_model
-
-        make_tiny_model(path, cfg.model.tiny)
-    _barrier()
-    return path
 
 
 def _schedule(cfg: SFTConfig, plan: BatchPlan):
@@ -81,11 +61,8 @@ def _all_reduce_sum(values: list[float]) -> list[float]:
     return t.tolist()
 
 
-def _already_done(cfg: SFTConfig, total: int, message: str, t_start: float) -> dict:
+def _already_done(cfg: SFTConfig, total: int, rank: int, world: int, t_start: float) -> dict:
     """The summary of a run finished and exported before (check_rerun): nothing trained or written."""
-    rank, world = _rank_world()
-    if rank == 0:
-        print(f"sft: {message}", flush=True)
     metrics = os.path.join(cfg.output_dir, "metrics.jsonl")
     rows = read_metrics(metrics) if os.path.isfile(metrics) else []
     return {"steps": total, "total_steps": total, "start_step": total,
@@ -99,15 +76,12 @@ def run_sft(cfg: SFTConfig) -> dict:
     t_start = time.perf_counter()
     # Missing data and an unwritable output_dir fail here, before anything loads.
     check_data_files(cfg.data)
-    check_writable(cfg.output_dir)
-    init_distributed(cfg.trainer)
-    rank, world = _rank_world()
+    rank, world = open_run(cfg)
     torch.manual_seed(cfg.data.seed)
 
-    from dprl.models.loading import load_model, load_processor
+    from dprl.models.loading import load_model
 
-    model_path = _model_path(cfg, rank)
-    processor = load_processor(model_path)
+    model_path, processor = base_checkpoint(cfg)
     pad_id = processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
     # Data before the model, so a malformed file fails in seconds. Samples that could not be
     # encoded are set aside here, before the batch plan orders the rest (exact resume).
@@ -117,10 +91,8 @@ def run_sft(cfg: SFTConfig) -> dict:
     plan = BatchPlan(len(grounding), len(knowledge), t.micro_batch_size, cfg.data.knowledge_per_batch,
                      t.grad_accum_steps, world, rank, cfg.data.seed, cfg.data.shuffle)
     total, tcfg = _schedule(cfg, plan)
-    # Before the model loads: a rerun that would overwrite a further-along run fails in seconds.
-    finished = check_rerun(cfg.output_dir, total, cfg.resume, "max_steps")
-    if finished:
-        return _already_done(cfg, total, finished, t_start)
+    if finished_before(cfg, total, "max_steps", "sft"):
+        return _already_done(cfg, total, rank, world, t_start)
     if rank == 0:  # after the check: a refused rerun leaves the run's config as it was
         save_config(cfg, cfg.output_dir)
 
@@ -131,18 +103,16 @@ def run_sft(cfg: SFTConfig) -> dict:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     counts = apply_freezing(model, cfg.freeze_vision_tower, cfg.freeze_projector)
 
-    engine, _, scheduler = build_engine(model, tcfg)
-    start = load_state(engine, cfg.output_dir) if cfg.resume else 0
+    ds_engine, _, scheduler, start = policy_engine(model, tcfg, cfg)
     stop = min(total, start + cfg.stop_after) if cfg.stop_after else total
-    logger = MetricsLogger(cfg.output_dir, total, start, enabled=rank == 0, desc="sft", log_cfg=cfg.log,
-                           run_config=to_dict(cfg))
+    logger = metrics_logger(cfg, total, start, "sft")
     if rank == 0:
         print(f"sft: {len(grounding)} grounding + {len(knowledge)} knowledge samples, {world} rank(s), "
               f"{plan.samples_per_step} samples/step, {total} steps (from step {start}); "
               f"{counts['trainable']:,} trainable / {counts['frozen']:,} frozen parameters", flush=True)
     report_bad_samples("sft", bad, len(grounding) + len(knowledge), cfg.output_dir, enabled=rank == 0)
 
-    engine.train()
+    ds_engine.train()
     last_saved = start if start else None
     last_loss = float("nan")
     for step in range(start, stop):
@@ -155,12 +125,12 @@ def run_sft(cfg: SFTConfig) -> dict:
                 knowledge[i] if p is None else with_picture(knowledge[i], grounding[p])
                 for i, p in zip(k_idx, pictures)]
             batch = collate([encode(processor, c, cfg.data.max_length) for c in convs], pad_id)
-            batch = {k: v.to(engine.device) for k, v in batch.items()}
-            loss = engine(**batch).loss  # mean over this micro-batch's reply tokens
-            engine.backward(loss)
+            batch = {k: v.to(ds_engine.device) for k, v in batch.items()}
+            loss = ds_engine(**batch).loss  # mean over this micro-batch's reply tokens
+            ds_engine.backward(loss)
             if micro == t.grad_accum_steps - 1:
-                own_norm = plain_grad_norm(engine, tcfg)
-            engine.step()  # DeepSpeed steps the optimizer only at the accumulation boundary
+                own_norm = plain_grad_norm(ds_engine, tcfg)
+            ds_engine.step()  # DeepSpeed steps the optimizer only at the accumulation boundary
             loss_sum += loss.item()
             tokens += float(batch["attention_mask"].sum())
             reply_tokens += float((batch["labels"] != -100).sum())
@@ -168,7 +138,7 @@ def run_sft(cfg: SFTConfig) -> dict:
         seconds = time.perf_counter() - t0
         last_loss = loss_sum / (t.grad_accum_steps * world)
         done = step + 1
-        grad_norm = step_grad_norm(engine, own_norm)
+        grad_norm = step_grad_norm(ds_engine, own_norm)
         if done % cfg.log_every == 0 or done == stop:
             logger.log(done, {
                 "train/loss": last_loss,
@@ -176,10 +146,10 @@ def run_sft(cfg: SFTConfig) -> dict:
                 "train/grad_norm": grad_norm if grad_norm is not None else float("nan"),
                 "train/epoch": done / plan.steps_per_epoch,
                 "data/bad_samples": len(bad),
-                "perf/tokens_per_s": tokens / seconds,
-                "perf/reply_tokens": reply_tokens,
-                "perf/step_seconds": seconds,
-                "perf/peak_memory_gb": peak_memory_bytes() / 2**30,
+                "train/reply_tokens": reply_tokens,
+                "time/step_s": seconds,
+                "throughput/tokens_per_s": tokens / seconds,
+                "memory/peak_gib": peak_memory_bytes() / 2**30,
             })
         logger.advance()
         # Every step, on every rank alike (the loss is summed over ranks, the norm is global): a
@@ -187,15 +157,15 @@ def run_sft(cfg: SFTConfig) -> dict:
         stop_if_non_finite(describe_non_finite({"loss": last_loss, "grad norm": grad_norm}),
                            cfg.output_dir, done)
         if cfg.save_every and done % cfg.save_every == 0 and done < stop:
-            save_state(engine, cfg.output_dir, done, cfg.keep_states, total)
+            save_state(ds_engine, cfg.output_dir, done, cfg.keep_states, total)
             last_saved = done
 
     if last_saved != stop:  # decided on every rank alike: saving is collective
-        save_state(engine, cfg.output_dir, stop, cfg.keep_states, total)
+        save_state(ds_engine, cfg.output_dir, stop, cfg.keep_states, total)
     logger.close()
     final_dir = None
     if stop == total:
-        final_dir = save_hf(engine, processor, os.path.join(cfg.output_dir, "final"), stop)
+        final_dir = export_final(ds_engine, processor, cfg, stop)
         if rank == 0 and os.path.exists(logger.path):
             plot_loss(logger.path, os.path.join(cfg.output_dir, "loss.png"))
     return {"steps": stop, "total_steps": total, "start_step": start, "final_loss": last_loss,

@@ -27,8 +27,9 @@ _BLOCK = re.compile(r"^(.*?\.(?:layers|blocks)\.\d+)\.")
 NamedParams = Sequence[tuple[str, torch.nn.Parameter]]
 
 
-def engine_name(name: str) -> str:
-    """Training parameter name -> the HF checkpoint name the engine loads.
+def hf_name(name: str) -> str:
+    """Training parameter name -> its HF checkpoint name (what the rollout engine loads and
+    save_hf writes).
 
     DeepSpeed's `module.`, PEFT's `base_model.model.`, torch.compile's `_orig_mod` and checkpoint
     or FSDP wrapper segments are removed; transformers-5 Qwen2-VL names need nothing else (vLLM
@@ -60,7 +61,7 @@ def plan_buckets(named: NamedParams, bucket_bytes: int) -> list[list[tuple[str, 
     larger than that is a bucket of its own). Order is kept."""
     groups: list[list] = []
     for name, p in named:
-        key = fusion_group(engine_name(name))
+        key = fusion_group(hf_name(name))
         if groups and groups[-1][0] == key:
             groups[-1][1].append((name, p))
         else:
@@ -95,29 +96,29 @@ def gathered(params: list[torch.nn.Parameter]):
     return deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None)
 
 
-def sync_weights(model: torch.nn.Module, engine: RolloutEngine, cfg: WeightSyncConfig | None = None,
+def sync_weights(model: torch.nn.Module, rollout: RolloutEngine, cfg: WeightSyncConfig | None = None,
                  named: Iterable[tuple[str, torch.nn.Parameter]] | None = None) -> dict:
-    """Sends the model's weights into `engine`, bucket by bucket -> stats for the metrics.
+    """Sends the model's weights into `rollout`, bucket by bucket -> stats for the metrics.
 
     `model` is the DeepSpeed engine (or the bare module). Every rank calls this together (ZeRO-3
-    gathering is collective); each rank loads its own engine. The engine is woken first, since
+    gathering is collective); each rank loads its own rollout engine. It is woken first, since
     loading into a sleeping engine is what leaves it generating from old weights.
     """
     t0 = time.perf_counter()
     cfg = cfg or WeightSyncConfig()
     named = list(named) if named is not None else params_to_sync(model, cfg.trainable_only)
     buckets = plan_buckets(named, int(cfg.bucket_mb * 2**20))
-    engine.wake_up()
+    rollout.wake_up()
     total, largest = 0, 0
     for k, bucket in enumerate(buckets):
         params = [p for _, p in bucket]
         with gathered(params):
-            tensors = [(engine_name(n), p.data) for n, p in bucket]
+            tensors = [(hf_name(n), p.data) for n, p in bucket]
             nbytes = sum(t.numel() * t.element_size() for _, t in tensors)
-            engine.update_weights(tensors, final=k == len(buckets) - 1)
+            rollout.update_weights(tensors, final=k == len(buckets) - 1)
         total, largest = total + nbytes, max(largest, nbytes)
     if not buckets:
-        engine.update_weights([], final=True)
-    return {"sync/seconds": time.perf_counter() - t0, "sync/bytes": total, "sync/tensors": len(named),
+        rollout.update_weights([], final=True)
+    return {"time/sync_s": time.perf_counter() - t0, "sync/bytes": total, "sync/tensors": len(named),
             "sync/buckets": len(buckets), "sync/largest_bucket_bytes": largest,
-            "sync/weights_version": engine.weights_version}
+            "sync/weights_version": rollout.weights_version}

@@ -10,7 +10,7 @@ from dprl.config import EvalConfig, load_config
 from dprl.data.kvg import Sample
 from dprl.data.prompts import answer_boxes
 from dprl.eval.preflight import check_sample
-from dprl.eval.run import _answer_or_isolate, print_summary, read_predictions, run_eval
+from dprl.eval.evaluate import _answer_or_isolate, print_summary, read_predictions, run_eval
 from dprl.models.loading import load_processor
 from dprl.rollout import Completion
 

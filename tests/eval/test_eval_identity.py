@@ -6,7 +6,7 @@ import os
 
 from dprl.config import EvalConfig, load_config
 from dprl.eval.identity import current_identity, digest, model_files
-from dprl.eval.run import read_predictions, run_eval
+from dprl.eval.evaluate import read_predictions, run_eval
 from world_files import grounding_subset
 
 

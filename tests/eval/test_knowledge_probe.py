@@ -7,7 +7,7 @@ import pytest
 from dprl.config import EvalConfig, load_config
 from world_files import grounding_subset
 from dprl.eval import knowledge_probe as kp
-from dprl.eval.run import run_eval
+from dprl.eval.evaluate import run_eval
 
 
 def _entities():

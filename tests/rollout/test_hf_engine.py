@@ -3,17 +3,17 @@ import pytest
 import torch
 
 from dprl.config import RolloutConfig
-from dprl.models.scoring import completion_logprobs
-from dprl.rollout import RolloutRequest, build_engine
+from dprl.models.chat import prompt_text
+from dprl.models.logprobs import completion_logprobs
+from dprl.rollout import RolloutRequest, build_rollout_engine
 from dprl.rollout.hf_engine import HFEngine
-from dprl.rollout.prompts import prompt_text
 from dprl.smoke import demo_image, demo_messages
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_model_dir):
+def rollout(tiny_model_dir):
     cfg = RolloutConfig(n=3, max_tokens=6, temperature=0.8, top_k=50, top_p=0.9, backend="hf")
-    eng = build_engine(tiny_model_dir, cfg)
+    eng = build_rollout_engine(tiny_model_dir, cfg)
     assert isinstance(eng, HFEngine)
     return eng
 
@@ -22,54 +22,55 @@ def _requests():
     return [RolloutRequest(demo_messages(i), [demo_image(i)]) for i in range(2)]
 
 
-def test_groups_lengths_and_sampling_logprobs(engine):
+def test_groups_lengths_and_sampling_logprobs(rollout):
     reqs = _requests()
-    out = engine.generate(reqs, seed=3)
+    out = rollout.generate(reqs, seed=3)
     assert [c.prompt_index for c in out] == [0, 0, 0, 1, 1, 1]  # n per prompt, prompt by prompt
     for c in out:
         assert 1 <= c.length <= 6 and len(c.logprobs) == c.length
-        assert c.finish_reason == ("length" if c.length == 6 and c.token_ids[-1] not in engine.eos_ids
+        assert c.finish_reason == ("length" if c.length == 6 and c.token_ids[-1] not in rollout.eos_ids
                                    else "stop")
-        assert not set(c.token_ids) & set(engine.banned_token_ids)  # no vision token is sampled
+        assert not set(c.token_ids) & set(rollout.banned_token_ids)  # no vision token is sampled
         assert c.prompt_length > 16  # the image's patches were expanded into the prompt
         # The reported log-probs are those of the truncated, tempered distribution drawn from.
         req = reqs[c.prompt_index]
-        ref = completion_logprobs(engine.model, engine.processor, prompt_text(engine.processor, req),
-                                  req.images, c.token_ids, 0.8, engine.banned_token_ids, 50, 0.9)
+        text = prompt_text(rollout.processor, req.messages)
+        ref = completion_logprobs(rollout.model, rollout.processor, text, req.images, c.token_ids, 0.8,
+                                  rollout.banned_token_ids, 50, 0.9)
         torch.testing.assert_close(c.logprob_tensor(), ref, atol=1e-5, rtol=0)
         assert all(lp <= 0 for lp in c.logprobs)
 
 
-def test_same_seed_same_samples_and_caller_rng_untouched(engine):
+def test_same_seed_same_samples_and_caller_rng_untouched(rollout):
     reqs = _requests()[:1]
     torch.manual_seed(123)
     expected_next = torch.rand(1)
     torch.manual_seed(123)
-    a = engine.generate(reqs, seed=5)
+    a = rollout.generate(reqs, seed=5)
     assert torch.equal(torch.rand(1), expected_next)  # generation did not move the caller's RNG
-    b = engine.generate(reqs, seed=5)
-    c = engine.generate(reqs, seed=6)
+    b = rollout.generate(reqs, seed=5)
+    c = rollout.generate(reqs, seed=6)
     assert [x.token_ids for x in a] == [x.token_ids for x in b]
     assert [x.token_ids for x in a] != [x.token_ids for x in c]
 
 
-def test_update_weights_changes_scores_and_version(engine, tiny_model_dir):
+def test_update_weights_changes_logprobs_and_version(rollout, tiny_model_dir):
     req = _requests()[0]
-    ids = engine.generate([req], seed=1)[0].token_ids
-    before = engine.score(req, ids)
-    version = engine.weights_version
+    ids = rollout.generate([req], seed=1)[0].token_ids
+    before = rollout.logprobs_of(req, ids)
+    version = rollout.weights_version
     name = "lm_head.weight"
-    old = engine.params[name].detach().clone()
+    old = rollout.params[name].detach().clone()
     try:
-        engine.update_weights([(name, old + 0.05 * torch.randn_like(old))])
-        after = engine.score(req, ids)
-        assert engine.weights_version == version + 1
+        rollout.update_weights([(name, old + 0.05 * torch.randn_like(old))])
+        after = rollout.logprobs_of(req, ids)
+        assert rollout.weights_version == version + 1
         assert (after - before).abs().max() > 1e-3
     finally:
-        engine.update_weights([(name, old)])
-    torch.testing.assert_close(engine.score(req, ids), before, atol=0, rtol=0)
+        rollout.update_weights([(name, old)])
+    torch.testing.assert_close(rollout.logprobs_of(req, ids), before, atol=0, rtol=0)
     with pytest.raises(KeyError, match="no parameter"):
-        engine.update_weights([("model.nonexistent.weight", old)])
+        rollout.update_weights([("model.nonexistent.weight", old)])
 
 
 def test_stop_string_ends_the_completion(tiny_model_dir):

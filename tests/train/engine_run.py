@@ -9,7 +9,7 @@ import sys
 import torch
 
 from dprl.config import TrainerConfig
-from dprl.train.engine import build_engine, init_distributed, lr_multiplier
+from dprl.train.engine import build_deepspeed_engine, init_distributed, lr_multiplier
 
 
 class Toy(torch.nn.Module):
@@ -33,23 +33,23 @@ def main() -> None:
     model = Toy()
     vis0 = model.model.visual.weight.detach().clone()
     lm0 = model.model.language_model.weight.detach().clone()
-    engine, opt, sched = build_engine(model, cfg)
+    ds_engine, opt, sched = build_deepspeed_engine(model, cfg)
     lrs, boundaries = [], []
     for micro in range(8):  # 4 optimizer steps of 2 micro-batches
-        x = torch.randn(2, 4).to(next(engine.module.parameters()).dtype)
-        loss = engine(x)
-        engine.backward(loss)
-        boundaries.append(engine.is_gradient_accumulation_boundary())
-        engine.step()
+        x = torch.randn(2, 4).to(next(ds_engine.module.parameters()).dtype)
+        loss = ds_engine(x)
+        ds_engine.backward(loss)
+        boundaries.append(ds_engine.is_gradient_accumulation_boundary())
+        ds_engine.step()
         if boundaries[-1]:
             lrs.append(opt.param_groups[0]["lr"])
     from dprl.train.weight_sync import gathered
 
-    params = list(engine.module.parameters())
+    params = list(ds_engine.module.parameters())
     dtype_ = params[0].dtype
     with gathered(params):
-        vis = engine.module.model.visual.weight.detach().float().clone()
-        lm = engine.module.model.language_model.weight.detach().float().clone()
+        vis = ds_engine.module.model.visual.weight.detach().float().clone()
+        lm = ds_engine.module.model.language_model.weight.detach().float().clone()
     json.dump({
         "lrs": lrs,
         "expected_lrs": [0.1 * lr_multiplier(s, cfg) for s in range(1, 5)],
@@ -59,7 +59,7 @@ def main() -> None:
         # Compared in the engine's dtype: casting to bf16 alone moves the weights by ~1e-3.
         "vision_changed": (vis - vis0.to(dtype_).float()).abs().max().item(),
         "lm_changed": (lm - lm0.to(dtype_).float()).abs().max().item(),
-        "module_dtype": str(next(engine.module.parameters()).dtype),
+        "module_dtype": str(next(ds_engine.module.parameters()).dtype),
     }, open(out, "w"))
 
 

@@ -26,13 +26,12 @@ def main() -> None:
     convs = load_grounding(data, max_samples=limit)
     rows = [json.loads(line) for line in open(data)][:len(convs)]
     # top_k=1 is greedy decoding through the sampling path the engine always uses.
-    engine = VLLMEngine(model_dir, RolloutConfig(n=1, top_k=1, max_tokens=64, max_model_len=512))
-    requests = [RolloutRequest([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": c.prompt}]}],
-                               [Image.open(c.image).convert("RGB")]) for c in convs]
-    comps = engine.generate(requests)
+    rollout = VLLMEngine(model_dir, RolloutConfig(n=1, top_k=1, max_tokens=64, max_model_len=512))
+    requests = [RolloutRequest(c.prompt_messages(), [Image.open(c.image).convert("RGB")]) for c in convs]
+    comps = rollout.generate(requests)
     texts = [c.text for c in comps]
-    engine.cfg = dataclasses.replace(engine.cfg, stop=["\x00never"])  # vLLM detokenizes
-    again = engine.generate(requests)
+    rollout.cfg = dataclasses.replace(rollout.cfg, stop=["\x00never"])  # vLLM detokenizes
+    again = rollout.generate(requests)
     same_tokens = [c.token_ids for c in again] == [c.token_ids for c in comps]
     boxes = parse_boxes(texts)  # (N, 4), NaN rows: no box
     iou = best_iou(boxes, [np.asarray(r["gt_boxes"], np.float32) for r in rows])  # (N,), 0 where no box

@@ -120,13 +120,13 @@ def test_prompt_length_screen_counts_what_encode_makes(toy_data, tiny_model_dir)
 def test_grpo_prompt_length_screen_counts_what_the_processor_makes(world, tiny_model_dir):
     from dprl.data.kvg import load_samples, open_image
     from dprl.models.loading import load_processor
-    from dprl.rollout.prompts import prompt_text
+    from dprl.models.chat import prompt_text
     from dprl.train.grpo_data import grounding_request, prompt_tokens
 
     processor = load_processor(tiny_model_dir)
     sample = load_samples(os.path.join(world, "kvg_train.jsonl"))[0][0]
     request = grounding_request(sample.question, open_image(sample.image, world))
-    ids = processor(text=[prompt_text(processor, request)], images=request.images)["input_ids"][0]
+    ids = processor(text=[prompt_text(processor, request.messages)], images=request.images)["input_ids"][0]
     assert prompt_tokens(processor, sample, world) == len(ids)
 
 

@@ -11,13 +11,13 @@ from dprl.config import TrainerConfig
 
 @pytest.fixture
 def ds_engine():
-    from dprl.train.engine import build_engine, init_distributed
+    from dprl.train.engine import build_deepspeed_engine, init_distributed
 
     cfg = TrainerConfig(zero_stage=0, dtype="float32", micro_batch_size=1, total_steps=2)
     init_distributed(cfg)
     torch.manual_seed(0)
-    engine, _, _ = build_engine(torch.nn.Linear(4, 4), cfg)
-    return engine
+    ds_engine, _, _ = build_deepspeed_engine(torch.nn.Linear(4, 4), cfg)
+    return ds_engine
 
 
 def _tags(run_dir):

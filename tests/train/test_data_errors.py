@@ -114,7 +114,7 @@ def test_missing_data_file_fails_before_anything_loads(toy_data, tmp_path):
     out = tmp_path / "sft"
     with pytest.raises(ConfigError, match=r"^data\.train_path: expected an existing data file.*nowhere"):
         run_sft(load_config(SFTConfig, None, [f"output_dir={out}", f"data.train_path={missing}"]))
-    assert not (out / "base_model").exists()  # the tiny model was not even built
+    assert not (out / "tiny-model").exists()  # the tiny model was not even built
     with pytest.raises(ConfigError, match=r"^data\.knowledge_path: expected an existing data file"):
         run_sft(load_config(SFTConfig, None, [f"output_dir={out}", f"data.train_path={toy_data['train']}",
                                               f"data.knowledge_path={missing}",

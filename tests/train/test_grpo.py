@@ -68,10 +68,10 @@ def _cfg(world, out, *extra):
 
 
 def _params(trainer):
-    return {n: p.detach().clone() for n, p in trainer.engine.module.named_parameters()}
+    return {n: p.detach().clone() for n, p in trainer.ds_engine.module.named_parameters()}
 
 
-def test_steps_update_the_policy_and_keep_the_engine_in_sync(world, tmp_path):
+def test_steps_update_the_policy_and_keep_the_rollout_engine_in_sync(world, tmp_path):
     from dprl.train.grpo import GRPOTrainer
 
     trainer = GRPOTrainer(_cfg(world, tmp_path / "run", "log.peak_tflops=0.5", "log.profile_steps=[2]"))
@@ -91,7 +91,8 @@ def test_steps_update_the_policy_and_keep_the_engine_in_sync(world, tmp_path):
         # still checks every sampled token.
         assert "time/old_s" not in r
         assert r["staleness/tokens"] == pytest.approx(r["completion/length_mean"] * 8)
-        assert r["perf/tflops_per_s"] > 0 and r["perf/mfu"] == pytest.approx(r["perf/tflops_per_s"] / 0.5)
+        assert r["throughput/tflops_per_s"] > 0 and r["throughput/mfu"] == pytest.approx(
+            r["throughput/tflops_per_s"] / 0.5)
     assert rows[0]["train/kl"] == pytest.approx(0.0, abs=1e-7)  # policy == reference at the start
     assert rows[-1]["train/kl"] > 0  # and moved away from it
     after = _params(trainer)
@@ -260,19 +261,19 @@ class _Recorder:
         return self.inner.update_weights(*a, **k)
 
 
-def test_the_engine_sleeps_while_the_policy_trains(world, tmp_path):
+def test_the_rollout_engine_sleeps_while_the_policy_trains(world, tmp_path):
     from dprl.train.grpo import GRPOTrainer
 
     t = GRPOTrainer(_cfg(world, tmp_path / "sleep", "steps=2", "save_every=0"))
     log: list[str] = []
     t.rollout = _Recorder(t.rollout, log)
-    backward = t.engine.backward
+    backward = t.ds_engine.backward
 
     def recorded_backward(*a, **k):
         log.append("backward(asleep)" if t.rollout.asleep else "backward(awake)")
         return backward(*a, **k)
 
-    t.engine.backward = recorded_backward
+    t.ds_engine.backward = recorded_backward
     t.train()
     compact = [e for i, e in enumerate(log) if i == 0 or e != log[i - 1]]  # runs of a call -> one
     assert compact == ["generate", "sleep", "backward(asleep)", "wake_up", "update_weights"] * 2, log

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from dprl.kernels import GRPOLossParams, grpo_loss_reference
+from dprl.models.chat import prompt_text
 from dprl.models.loading import load_model, load_processor
-from dprl.models.scoring import completion_logprobs
+from dprl.models.logprobs import completion_logprobs
 from dprl.smoke import demo_image, demo_messages
 from dprl.train.policy import grpo_policy_loss, token_logprobs
 from dprl.train.sequences import build_policy_batch
@@ -16,7 +17,7 @@ from dprl.train.sequences import build_policy_batch
 def setup(tiny_model_factory):
     path = tiny_model_factory("qwen2_vl")
     model, proc = load_model(path), load_processor(path)
-    texts = [proc.apply_chat_template(demo_messages(i), tokenize=False, add_generation_prompt=True) for i in range(2)]
+    texts = [prompt_text(proc, demo_messages(i)) for i in range(2)]
     images = [[demo_image(0)], [demo_image(1, size=84)]]  # different sizes: different image token counts
     g = torch.Generator().manual_seed(0)
     lengths = [5, 1, 9, 3]  # ragged: padding inside the batch

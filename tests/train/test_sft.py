@@ -41,8 +41,8 @@ def test_sft_learns_the_answer_format(tmp_path, toy_data, tiny_model_dir):
     assert res.returncode == 0, res.stderr[-3000:]
     rows = _rows(out)
     assert [r["step"] for r in rows] == list(range(1, 61))
-    for key in ("train/loss", "train/lr", "train/grad_norm", "perf/tokens_per_s", "perf/step_seconds",
-                "perf/peak_memory_gb"):
+    for key in ("train/loss", "train/lr", "train/grad_norm", "throughput/tokens_per_s", "time/step_s",
+                "memory/peak_gib"):
         assert all(r[key] == r[key] for r in rows), key  # present and not NaN
     first, last = sum(r["train/loss"] for r in rows[:3]) / 3, sum(r["train/loss"] for r in rows[-3:]) / 3
     assert last < 0.25 * first, (first, last)

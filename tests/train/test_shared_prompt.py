@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from dprl.kernels import GRPOLossParams
-from dprl.models.loading import load_model, load_processor
+from dprl.models.chat import prompt_text
 from dprl.models.group_attention import use_group_attention
-from dprl.models.scoring import completion_logprobs
+from dprl.models.loading import load_model, load_processor
+from dprl.models.logprobs import completion_logprobs
 from dprl.smoke import demo_image, demo_messages
 from dprl.train.grpo_micro_batches import plan_units
 from dprl.train.policy import grpo_policy_loss, token_logprobs
@@ -32,7 +33,7 @@ def setup(request, tiny_model_factory):
     # Packed groups need the group attention; without a layout it is plain SDPA.
     assert use_group_attention(model)
     messages = [demo_messages(0), _two_images(1), demo_messages(2)]
-    texts = [proc.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages]
+    texts = [prompt_text(proc, m) for m in messages]
     # Different sizes and counts: different numbers of image tokens, so prompt lengths differ.
     images = [[demo_image(0)], [demo_image(1, size=84), demo_image(3, size=56)], [demo_image(2, size=56)]]
     prompts = encode_prompts(proc, model, texts, images)

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from dprl.config import WeightSyncConfig
 from dprl.rollout.base import RolloutEngine
-from dprl.train.weight_sync import engine_name, fusion_group, params_to_sync, plan_buckets, sync_weights
+from dprl.train.weight_sync import hf_name, fusion_group, params_to_sync, plan_buckets, sync_weights
 
 
 class Recorder(RolloutEngine):
@@ -18,7 +18,7 @@ class Recorder(RolloutEngine):
     def generate(self, requests, seed=None):
         raise NotImplementedError
 
-    def score(self, request, completion_ids):
+    def logprobs_of(self, request, completion_ids):
         raise NotImplementedError
 
     def update_weights(self, named_tensors, final=True):
@@ -53,14 +53,14 @@ class TinyVL(torch.nn.Module):
         self.lm_head = torch.nn.Linear(d, 32, bias=False)
 
 
-def test_engine_name_strips_wrappers_only():
-    assert engine_name("module.model.language_model.layers.0.mlp.up_proj.weight") == \
+def test_hf_name_strips_wrappers_only():
+    assert hf_name("module.model.language_model.layers.0.mlp.up_proj.weight") == \
         "model.language_model.layers.0.mlp.up_proj.weight"
-    assert engine_name("module._orig_mod.lm_head.weight") == "lm_head.weight"
-    assert engine_name("base_model.model.model.language_model.norm.weight") == "model.language_model.norm.weight"
-    assert engine_name("model.language_model.layers.2._checkpoint_wrapped_module.self_attn.q_proj.bias") == \
+    assert hf_name("module._orig_mod.lm_head.weight") == "lm_head.weight"
+    assert hf_name("base_model.model.model.language_model.norm.weight") == "model.language_model.norm.weight"
+    assert hf_name("model.language_model.layers.2._checkpoint_wrapped_module.self_attn.q_proj.bias") == \
         "model.language_model.layers.2.self_attn.q_proj.bias"
-    assert engine_name("model.visual.blocks.0.attn.qkv.weight") == "model.visual.blocks.0.attn.qkv.weight"
+    assert hf_name("model.visual.blocks.0.attn.qkv.weight") == "model.visual.blocks.0.attn.qkv.weight"
 
 
 def test_fusion_groups():
@@ -91,18 +91,18 @@ def test_sync_sends_trainable_tensors_in_whole_blocks_and_finalises_once():
     model = TinyVL(layers=3)
     for n, p in model.named_parameters():
         p.requires_grad_(".visual." not in n)
-    engine = Recorder()
+    rollout = Recorder()
     layer_bytes = sum(p.numel() * 4 for p in model.model.language_model.layers[0].parameters())
-    stats = sync_weights(model, engine, WeightSyncConfig(bucket_mb=1.5 * layer_bytes / 2**20))
-    assert engine.woken == 1  # woken before loading
-    assert [final for _, final in engine.calls] == [False] * (len(engine.calls) - 1) + [True]
-    assert stats["sync/buckets"] == len(engine.calls) >= 5  # embed, 3 layers, norm + lm_head
-    sent = dict(kv for call, _ in engine.calls for kv in call)
+    stats = sync_weights(model, rollout, WeightSyncConfig(bucket_mb=1.5 * layer_bytes / 2**20))
+    assert rollout.woken == 1  # woken before loading
+    assert [final for _, final in rollout.calls] == [False] * (len(rollout.calls) - 1) + [True]
+    assert stats["sync/buckets"] == len(rollout.calls) >= 5  # embed, 3 layers, norm + lm_head
+    sent = dict(kv for call, _ in rollout.calls for kv in call)
     expected = {n: p for n, p in model.named_parameters() if ".visual." not in n}
     assert sent.keys() == expected.keys()
     for n, p in expected.items():
         assert torch.equal(sent[n], p.detach())
-    for call, _ in engine.calls:  # q, k, v (and gate, up) of a layer travel together
+    for call, _ in rollout.calls:  # q, k, v (and gate, up) of a layer travel together
         names = {n for n, _ in call}
         for n in names:
             if n.endswith("q_proj.weight"):
@@ -110,7 +110,7 @@ def test_sync_sends_trainable_tensors_in_whole_blocks_and_finalises_once():
             if n.endswith("gate_proj.weight"):
                 assert n.replace("gate_proj", "up_proj") in names
     assert stats["sync/bytes"] == sum(p.numel() * 4 for p in expected.values())
-    assert engine.weights_version == 1
+    assert rollout.weights_version == 1
 
 
 def test_sync_all_includes_frozen_vision_and_unwraps_module():
@@ -120,13 +120,13 @@ def test_sync_all_includes_frozen_vision_and_unwraps_module():
     wrapper = torch.nn.Module()
     wrapper.module = model  # what a DeepSpeed engine looks like from here
     assert len(params_to_sync(wrapper, trainable_only=False)) == len(list(model.parameters()))
-    engine = Recorder()
-    sync_weights(wrapper, engine, WeightSyncConfig(bucket_mb=64, trainable_only=False))
-    assert len(engine.calls) == 1
-    assert any(n.startswith("model.visual.blocks.") for n, _ in engine.calls[0][0])
+    rollout = Recorder()
+    sync_weights(wrapper, rollout, WeightSyncConfig(bucket_mb=64, trainable_only=False))
+    assert len(rollout.calls) == 1
+    assert any(n.startswith("model.visual.blocks.") for n, _ in rollout.calls[0][0])
 
 
 def test_sync_with_nothing_to_send_still_finalises():
-    engine = Recorder()
-    stats = sync_weights(torch.nn.Linear(2, 2), engine, named=[])
-    assert engine.calls == [([], True)] and stats["sync/buckets"] == 0
+    rollout = Recorder()
+    stats = sync_weights(torch.nn.Linear(2, 2), rollout, named=[])
+    assert rollout.calls == [([], True)] and stats["sync/buckets"] == 0

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
+from dprl.models.chat import user_turn
+
 
 @dataclass
 class Asker:
@@ -34,12 +36,11 @@ def text_request(text: str):
     """A text-only question as a rollout request."""
     from dprl.rollout import RolloutRequest
 
-    return RolloutRequest(messages=[{"role": "user", "content": [{"type": "text", "text": text}]}])
+    return RolloutRequest(messages=[user_turn(text, image=False)])
 
 
 def image_request(text: str, image):
     """A question about one picture as a rollout request."""
     from dprl.rollout import RolloutRequest
 
-    content = [{"type": "image"}, {"type": "text", "text": text}]
-    return RolloutRequest(messages=[{"role": "user", "content": content}], images=[image])
+    return RolloutRequest(messages=[user_turn(text)], images=[image])

@@ -18,7 +18,8 @@ from dprl.data.prompts import R1_INSTRUCTION
 
 def difficulty_filter(asker: Asker, rows: list[dict], open_image: Callable, cfg: DifficultyConfig) -> tuple[list[dict], dict]:
     """The rows whose success count is in cfg.success_range, each with `policy_successes` set,
-    asked as GRPO asks (question + the R1 instruction, with the picture); and counts."""
+    asked as GRPO asks (dprl.train.grpo_data.grounding_request: question + the R1 instruction,
+    with the picture); and counts."""
     requests = [image_request(r["question"] + R1_INSTRUCTION, open_image(r)) for r in rows]
     answers = asker.ask(requests, "difficulty")
     lo, hi = cfg.success_range

@@ -12,14 +12,13 @@ it to guess. Two ways to ask (KnowledgeFilterConfig.kind):
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from dprl.config.data_engine import KnowledgeFilterConfig
 from dprl.data.engine.asking import Asker, text_request
-from dprl.data.prompts import R1_LETTER_INSTRUCTION
+from dprl.data.prompts import R1_LETTER_INSTRUCTION, hide_name
 
 LETTERS = "ABCDEFGH"
 
@@ -28,13 +27,6 @@ LETTERS = "ABCDEFGH"
 class Category:
     domain: str
     name: str
-
-
-def hide_name(text: str, name: str) -> str:
-    """`text` with the category's name (and an article before it) said as "it", so a
-    description does not give its answer away."""
-    out = re.sub(r"(?<!\w)(?:(?:the|a|an) )?" + re.escape(name) + r"(?!\w)", "it", text, flags=re.I)
-    return out[:1].upper() + out[1:]
 
 
 def identify_question(category: Category, description: str, rivals: list[str], rng: random.Random) -> tuple[str, str]:

@@ -24,10 +24,10 @@ COMPOSED = "composed"  # kvg_composed.jsonl: every composite, before any chain o
 def _asker(model_path: str, rollout_cfg, cfg: DataEngineConfig, progress: bool):
     from dprl.data.engine.asking import Asker
     from dprl.models.loading import load_processor
-    from dprl.rollout import answer_text, build_engine
+    from dprl.rollout import answer_text, build_rollout_engine
 
     processor = load_processor(model_path)
-    rollout = build_engine(model_path, rollout_cfg, dtype=cfg.model.dtype)
+    rollout = build_rollout_engine(model_path, rollout_cfg, dtype=cfg.model.dtype)
     return Asker(rollout, lambda c: answer_text(processor.tokenizer, c.token_ids), cfg.batch_size, progress)
 
 

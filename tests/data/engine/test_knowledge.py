@@ -7,7 +7,8 @@ import pytest
 
 from dprl.config import load_config
 from dprl.config.data_engine import KnowledgeFilterConfig
-from dprl.data.engine.knowledge import Category, hide_name, knowledge_scores, summary
+from dprl.data.engine.knowledge import Category, knowledge_scores, summary
+from dprl.data.prompts import hide_name
 from stub_engine import stub_asker
 
 CATS = [Category("bird", n) for n in ("kalo", "miru", "zeta", "vonk")] + [Category("car", "tamo"), Category("car", "peli")]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict
 
 from dprl.config import CheckpointConfig, EvalConfig, save_config
 from dprl.data.kvg import Sample, load_samples, open_image
@@ -25,14 +24,10 @@ from dprl.eval import knowledge_probe, official, scoring
 from dprl.eval.child import run_in_child
 from dprl.eval.identity import PROBE_FILE, check_predictions
 from dprl.eval.report import markdown_table
+from dprl.models.chat import user_turn
 
 # Fields of a prediction row that scoring writes; re-scoring replaces all of them.
 SCORE_FIELDS = ("pred_box", "iou", "correct", "parse_fail", "rule", "pred_letter")
-
-
-def _user(text: str, image: bool = True) -> dict:
-    content = ([{"type": "image"}] if image else []) + [{"type": "text", "text": text}]
-    return {"role": "user", "content": content}
 
 
 def question_text(cfg: EvalConfig, sample: Sample) -> str:
@@ -80,30 +75,14 @@ def _score(cfg: EvalConfig, batch: list[Sample], texts: list[str]) -> list[dict]
     return scoring.score_choice(texts, [s.answer for s in batch], cfg.parse.scope)
 
 
-def _model_path(cfg: EvalConfig, ckpt: CheckpointConfig) -> str:
-    if ckpt.path:
-        return os.path.expanduser(ckpt.path)
-    from dprl.models.tiny import make_tiny_model
-
-    out = os.path.join(cfg.output_dir, ckpt.name, "tiny-model")
-    record = os.path.join(out, "tiny_config.json")
-    wanted = json.dumps(asdict(cfg.tiny), sort_keys=True)
-    built = open(record).read() if os.path.isfile(record) else None
-    if built != wanted or not os.path.isfile(os.path.join(out, "model.safetensors")):
-        make_tiny_model(out, cfg.tiny)  # deterministic for cfg.tiny: rebuilt when it changes
-        with open(record, "w") as fh:
-            fh.write(wanted)
-    return out
-
-
 def _first_turn(cfg: EvalConfig, sample: Sample) -> list[dict]:
     if cfg.prompt_mode == "cot2":  # turn 1: recall the named entity's features
-        return [_user(DESCRIBE_TEMPLATE.format(entity=referred_entity(sample.question)))]
-    return [_user(question_text(cfg, sample))]
+        return [user_turn(DESCRIBE_TEMPLATE.format(entity=referred_entity(sample.question)))]
+    return [user_turn(question_text(cfg, sample))]
 
 
 def _second_turn(first: list[dict], description: str, sample: Sample) -> list[dict]:
-    return first + [{"role": "assistant", "content": description}, _user(sample.question, image=False)]
+    return first + [{"role": "assistant", "content": description}, user_turn(sample.question, image=False)]
 
 
 def _preflight(cfg: EvalConfig, processor, sample: Sample, image) -> str | None:
@@ -166,7 +145,7 @@ def infer_checkpoint(cfg: EvalConfig, ckpt: CheckpointConfig, samples: list[Samp
     Returns the samples that could not be used ({"question_id", "error"})."""
     from tqdm import tqdm
 
-    from dprl.models.loading import load_processor
+    from dprl.models.loading import load_processor, resolve_checkpoint
 
     pred_path = _predictions_path(cfg, ckpt)
     check_predictions(cfg, ckpt, pred_path)  # resume only this model's answers
@@ -176,11 +155,11 @@ def infer_checkpoint(cfg: EvalConfig, ckpt: CheckpointConfig, samples: list[Samp
     probe_todo = _probe_pending(cfg, ckpt)
     if not todo and not probe_todo:
         return []
-    model_path = _model_path(cfg, ckpt)
+    model_path = resolve_checkpoint(ckpt.path, cfg.tiny, os.path.join(cfg.output_dir, ckpt.name))
     processor = load_processor(model_path)
-    from dprl.rollout import answer_text, build_engine
+    from dprl.rollout import answer_text, build_rollout_engine
 
-    rollout = build_engine(model_path, cfg.rollout, dtype=cfg.dtype)  # rollout.backend: vllm | hf
+    rollout = build_rollout_engine(model_path, cfg.rollout, dtype=cfg.dtype)  # rollout.backend: vllm | hf
     root = cfg.data.image_root or os.path.dirname(os.path.abspath(cfg.data.path))
 
     def decode(completion) -> str:
@@ -246,7 +225,7 @@ def _ask_probe(cfg: EvalConfig, ckpt: CheckpointConfig, rollout, decode, items: 
     with open(_probe_path(cfg, ckpt), "a") as fh:
         for start in range(0, len(items), cfg.batch_size):
             chunk = items[start:start + cfg.batch_size]
-            outs = rollout.generate([RolloutRequest([_user(it.question, image=False)]) for it in chunk],
+            outs = rollout.generate([RolloutRequest([user_turn(it.question, image=False)]) for it in chunk],
                                     max_tokens=cfg.probe.max_tokens)
             for it, o in zip(chunk, outs):
                 fh.write(json.dumps({"entity": it.entity.name, "question": it.question,

@@ -1,4 +1,4 @@
-"""Scoring fixed completions with the HF model: the trainer-side log-probs of sampled tokens."""
+"""Log-probs of fixed completions under the HF model: the trainer-side view of sampled tokens."""
 from __future__ import annotations
 
 import torch

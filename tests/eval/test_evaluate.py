@@ -6,7 +6,7 @@ import pytest
 
 from cli_runner import run_cli
 from dprl.config import EvalConfig, load_config
-from dprl.eval.run import read_predictions, run_eval
+from dprl.eval.evaluate import read_predictions, run_eval
 
 
 def _data_with_bad_rows(small_world, tmp_path) -> str:
