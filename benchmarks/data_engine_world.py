@@ -62,9 +62,13 @@ def main() -> int:
             "data.composition.background=[217, 214, 209]", "data.composition.image_format=png",
             "rl_share=0.25", f"knowledge.enabled={not args.no_knowledge}",
             # The tiny checkpoint knows one prompt: the R1 instruction it was fine-tuned on.
-            f"teacher.template={R1_TEMPLATE}", f"teacher.rollout.n={args.teacher_samples}",
+            f"teacher.template={json.dumps(R1_TEMPLATE)}", f"teacher.rollout.n={args.teacher_samples}",
             "teacher.rollout.temperature=0.6", "teacher.rollout.max_tokens=112",
             "difficulty.rollout.temperature=0.6", "difficulty.rollout.max_tokens=112",
+            # The world's knowledge base lists each category's attributes (colour, mark): the
+            # knowledge probe's look question, asked as the main job's probe asks it.
+            "knowledge.kind=look", f"knowledge.knowledge_path={os.path.join(world, 'knowledge_base.jsonl')}",
+            f"knowledge.describe_template={json.dumps('What does the {entity} look like?')}",
             "knowledge.rollout.max_tokens=48"]
         cfg = load_config(DataEngineConfig, None, overrides)
         t0 = time.perf_counter()

@@ -199,14 +199,16 @@ class KnowledgeFilterConfig:
     identify: the model describes each category (rollout.n descriptions), then is asked which of
     `choices` categories of the domain a description (its name hidden) fits; the score is the
     share identified right (chance: 1 / choices). A model that knows nothing about a category
-    writes descriptions that fit any of them. choice: pick the category's description among
-    others of its domain, from a file the user gives (JSONL: entity, domain, description), the
-    knowledge probe's question (dprl.eval.knowledge_probe)."""
+    writes descriptions that fit any of them. Needs nothing but the category names.
+    look / choice: the knowledge probe's questions (dprl.eval.knowledge_probe) over a knowledge
+    file (JSONL: entity, domain, and `attributes` for look or `description` for choice): an
+    open "what does it look like" scored by the attributes it names, or the right description
+    among others of its domain by letter. The score is the share of rollout.n answers right."""
 
     enabled: bool = True
-    kind: Literal["identify", "choice"] = "identify"
-    descriptions_path: str = ""  # choice only
-    describe_template: str = DESCRIBE_TEMPLATE
+    kind: Literal["identify", "look", "choice"] = "identify"
+    knowledge_path: str = ""  # look and choice: the knowledge file
+    describe_template: str = DESCRIBE_TEMPLATE  # identify's and look's question
     choices: int = 4
     threshold: float = 0.5  # keep categories whose score is at least this
     rollout: RolloutConfig = field(default_factory=lambda: _sampling(2, 0.7, 64))
@@ -214,9 +216,10 @@ class KnowledgeFilterConfig:
     def check(self, key: str) -> None:
         require(2 <= self.choices <= 8, f"{key}choices", "2 to 8 options", self.choices)
         require(0.0 <= self.threshold <= 1.0, f"{key}threshold", "a share in [0, 1]", self.threshold)
-        require(self.kind != "choice" or self.descriptions_path.endswith(".jsonl"),
-                f"{key}descriptions_path", "a .jsonl file of entity, domain, description rows "
-                "(kind: choice)", self.descriptions_path)
+        require(self.kind == "identify" or self.knowledge_path.endswith(".jsonl"),
+                f"{key}knowledge_path", f"a .jsonl knowledge file of entity, domain and "
+                f"{'attributes' if self.kind == 'look' else 'description'} rows (kind: {self.kind})",
+                self.knowledge_path)
         _check_template(self.describe_template, f"{key}describe_template", ("entity", "domain"))
 
 

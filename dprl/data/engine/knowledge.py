@@ -6,8 +6,9 @@ it to guess. Two ways to ask (KnowledgeFilterConfig.kind):
   identify  the model describes the category, then picks which of `choices` categories of the
             domain its own description (name hidden) fits. Needs only the category names; a
             description that says nothing specific fits any option (chance: 1 / choices).
-  choice    the knowledge probe's question (dprl.eval.knowledge_probe): which of several given
-            descriptions fits the category, from a file of descriptions.
+  look      the knowledge probe's open question (dprl.eval.knowledge_probe): what does the
+            category look like, right when it names the category's attributes from a file.
+  choice    the knowledge probe's letter question: which of several given descriptions fits.
 """
 from __future__ import annotations
 
@@ -74,32 +75,40 @@ def identify_scores(asker: Asker, categories: list[Category], cfg: KnowledgeFilt
             for c, r, d in zip(categories, per_category, described)]
 
 
-def choice_scores(asker: Asker, categories: list[Category], cfg: KnowledgeFilterConfig,
-                  seed: int) -> list[dict]:
-    from dprl.eval.knowledge_probe import choice_items, entity_key, load_entities
+def probe_scores(asker: Asker, categories: list[Category], cfg: KnowledgeFilterConfig,
+                 seed: int) -> list[dict]:
+    """The knowledge probe's look or choice question per category, from cfg.knowledge_path."""
+    from dprl.eval.knowledge_probe import choice_items, entity_key, load_entities, look_items, score_answer
 
     wanted = {(c.domain, entity_key(c.name)) for c in categories}
-    entities = load_entities(cfg.descriptions_path, seen_domains=())
+    entities = load_entities(cfg.knowledge_path, seen_domains=())
     missing = wanted - {(e.domain, entity_key(e.name)) for e in entities}
     if missing:
         domain, name = sorted(missing)[0]
-        raise ValueError(f"{cfg.descriptions_path!r} has no description of {name!r} ({domain}), and "
-                         f"{len(missing) - 1} more categories of the sources; knowledge.kind=choice "
+        raise ValueError(f"{cfg.knowledge_path!r} has no row for {name!r} ({domain}), nor for "
+                         f"{len(missing) - 1} more categories of the sources; knowledge.kind={cfg.kind} "
                          "needs one row per category (or use kind: identify)")
-    items = choice_items(entities, cfg.choices, seed)
-    items = [it for it in items if (it.entity.domain, entity_key(it.entity.name)) in wanted]
-    right = _letters_right(asker.ask([text_request(it.question) for it in items], "knowledge: choice"),
-                           [it.expected for it in items])
-    return [{"domain": it.entity.domain, "entity": it.entity.name,
-             "score": float(np.mean(r)) if r else 0.0, "answers": len(r)}
-            for it, r in zip(items, right)]
+    entities = [e for e in entities if (e.domain, entity_key(e.name)) in wanted]
+    if cfg.kind == "look":
+        items = look_items(entities, "{entity}")
+        for item in items:  # the engine's question, which may name the domain too
+            item.question = cfg.describe_template.format(entity=item.entity.name, domain=item.entity.domain)
+    else:
+        items = choice_items(entities, cfg.choices, seed)
+    answers = asker.ask([text_request(it.question) for it in items], f"knowledge: {cfg.kind}")
+    rows = []
+    for it, group in zip(items, answers):
+        right = [bool(score_answer(it, text)["known"]) for text in group]
+        rows.append({"domain": it.entity.domain, "entity": it.entity.name,
+                     "score": float(np.mean(right)) if right else 0.0, "answers": len(right)})
+    return rows
 
 
 def knowledge_scores(asker: Asker, categories: list[Category], cfg: KnowledgeFilterConfig,
                      seed: int = 0) -> list[dict]:
     """One row per category: domain, entity, score (share of answers right), known (score >=
     threshold), and how many answers it was scored on."""
-    scorer = identify_scores if cfg.kind == "identify" else choice_scores
+    scorer = identify_scores if cfg.kind == "identify" else probe_scores
     rows = scorer(asker, categories, cfg, seed)
     for row in rows:
         row["known"] = row["score"] >= cfg.threshold

@@ -108,6 +108,10 @@ def run_data_engine(cfg: DataEngineConfig, progress: bool = True) -> dict:
         _timed(report, "knowledge", len(categories), t0, categories=len(categories), known=len(known),
                per_domain=summary(scores))
 
+    if not entities:
+        raise ValueError("no category is left to compose: the knowledge filter kept none (scores in "
+                         f"{os.path.join(out, 'knowledge_scores.jsonl')}); lower knowledge.threshold, "
+                         "ask another way (knowledge.kind) or turn the filter off")
     t0 = time.perf_counter()
     composed, per_domain = compose_samples(data, entities, log, progress)
     report["files"]["composed"] = write_samples(out, COMPOSED, composed)

@@ -73,7 +73,7 @@ def test_choice_uses_the_given_descriptions(tmp_path):
         for c in CATS:
             fh.write(json.dumps({"entity": c.name, "domain": c.domain,
                                  "description": f"The {c.name} is {LOOKS[c.name]}."}) + "\n")
-    cfg = load_config(KnowledgeFilterConfig, None, ["kind=choice", f"descriptions_path={path}"])
+    cfg = load_config(KnowledgeFilterConfig, None, ["kind=choice", f"knowledge_path={path}"])
 
     def model(text, k):
         name = re.search(r"fits the (\w+)\?", text).group(1)
@@ -86,8 +86,8 @@ def test_choice_uses_the_given_descriptions(tmp_path):
     asker, _ = stub_asker(model, n=2)
     rows = knowledge_scores(asker, CATS, cfg)
     assert {r["entity"] for r in rows if r["known"]} == KNOWN
-    cfg_missing = load_config(KnowledgeFilterConfig, None, ["kind=choice", f"descriptions_path={path}"])
-    with pytest.raises(ValueError, match=r"no description of 'nemo'"):
+    cfg_missing = load_config(KnowledgeFilterConfig, None, ["kind=choice", f"knowledge_path={path}"])
+    with pytest.raises(ValueError, match=r"no row for 'nemo'"):
         knowledge_scores(asker, CATS + [Category("car", "nemo")], cfg_missing)
 
 
@@ -98,7 +98,25 @@ def test_hide_name_hides_the_name_and_its_article():
 def test_bad_settings_fail_at_load():
     from dprl.config import ConfigError
 
-    with pytest.raises(ConfigError, match=r"^descriptions_path: "):
+    with pytest.raises(ConfigError, match=r"^knowledge_path: "):
         load_config(KnowledgeFilterConfig, None, ["kind=choice"])
     with pytest.raises(ConfigError, match=r"^describe_template: .*\{entity\}, \{domain\}"):
         load_config(KnowledgeFilterConfig, None, ["describe_template=Tell me about {thing}"])
+
+
+def test_look_scores_by_the_attributes_named(tmp_path):
+    path = tmp_path / "knowledge_base.jsonl"
+    colours = {"kalo": "red", "miru": "blue", "zeta": "green", "vonk": "pink", "tamo": "white", "peli": "grey"}
+    with open(path, "w") as fh:
+        for c in CATS:
+            fh.write(json.dumps({"entity": c.name, "domain": c.domain, "attributes": {"colour": colours[c.name]}}) + "\n")
+    cfg = load_config(KnowledgeFilterConfig, None, ["kind=look", f"knowledge_path={path}", "threshold=0.5",
+                                                   "describe_template=What does the {entity} look like?"])
+
+    def model(text, k):  # right about KNOWN; lists every colour (knows none) for the others
+        name = re.match(r"What does the (\w+) look like", text).group(1)
+        return f"It is {colours[name]}." if name in KNOWN else "It is red or blue or green or pink."
+
+    rows = knowledge_scores(stub_asker(model, n=2)[0], CATS, cfg)
+    assert {r["entity"] for r in rows if r["known"]} == KNOWN
+    assert all(r["answers"] == 2 for r in rows)
