@@ -6,13 +6,12 @@ temporaries. `selective_logprob_reference` is the float64 definition it is teste
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 
 import torch
 
-from dprl.kernels import _common, _torch_rows
-from dprl.kernels._common import (check_float, check_targets, check_temperature,
+from dprl.kernels import _common
+from dprl.kernels._common import (check_float, check_targets, check_temperature, implementation,
                                   resolve_backend, rows_per_chunk)
 
 
@@ -27,17 +26,10 @@ class LogprobParams:
     chunk_elems: int = _common.CPU_CHUNK_ELEMS  # torch path: fp32 elements per row block
 
 
-def rows_ops(backend: str):
-    """The module with rows_forward / rows_backward_ for a resolved backend."""
-    if backend == "triton":
-        return importlib.import_module("dprl.kernels.triton.logprob_rows")
-    return _torch_rows
-
-
 class SelectiveLogprob(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, params: LogprobParams):
-        ops = rows_ops(params.backend)
+        ops = implementation("logprob_rows", params.backend)
         n, v = logits.shape
         inv_t = 1.0 / params.temperature
         # Triton streams whole rows in one launch; the torch path bounds its temporaries by rows.
@@ -62,7 +54,7 @@ class SelectiveLogprob(torch.autograd.Function):
     def backward(ctx, grad_logp: torch.Tensor, *_):
         logits, targets, lse = ctx.saved_tensors
         params = ctx.params
-        ops = rows_ops(params.backend)
+        ops = implementation("logprob_rows", params.backend)
         n, v = logits.shape
         out = logits if params.inplace_backward else torch.empty_like(logits)  # (N, V)
         step = n if params.backend == "triton" else rows_per_chunk(n, v, params.chunk_elems)
