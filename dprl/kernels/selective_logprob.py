@@ -26,14 +26,21 @@ class LogprobParams:
     chunk_elems: int = _common.CPU_CHUNK_ELEMS  # torch path: fp32 elements per row block
 
 
+def _rows_per_step(n: int, v: int, params: LogprobParams) -> int:
+    """Triton streams whole rows in one launch; the torch path bounds its temporaries by rows.
+    At least 1, so that zero rows make an empty loop rather than a zero range step."""
+    if params.backend == "triton":
+        return max(1, n)
+    return rows_per_chunk(n, v, params.chunk_elems)
+
+
 class SelectiveLogprob(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, params: LogprobParams):
         ops = implementation("logprob_rows", params.backend)
         n, v = logits.shape
         inv_t = 1.0 / params.temperature
-        # Triton streams whole rows in one launch; the torch path bounds its temporaries by rows.
-        step = n if params.backend == "triton" else rows_per_chunk(n, v, params.chunk_elems)
+        step = _rows_per_step(n, v, params)
         logp = torch.empty(n, dtype=torch.float32, device=logits.device)  # (N,)
         lse = torch.empty(n, dtype=torch.float32, device=logits.device)  # (N,)
         ent = torch.empty(n, dtype=torch.float32, device=logits.device) if params.with_entropy else None
@@ -57,7 +64,7 @@ class SelectiveLogprob(torch.autograd.Function):
         ops = implementation("logprob_rows", params.backend)
         n, v = logits.shape
         out = logits if params.inplace_backward else torch.empty_like(logits)  # (N, V)
-        step = n if params.backend == "triton" else rows_per_chunk(n, v, params.chunk_elems)
+        step = _rows_per_step(n, v, params)
         for a in range(0, n, step):
             ops.rows_backward_(logits[a:a + step], targets[a:a + step], lse[a:a + step],
                                grad_logp[a:a + step], 1.0 / params.temperature, out[a:a + step])
