@@ -23,8 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import append_rows, environment, print_table  # noqa: E402
-from dprl.train.metrics import rss_peak_extra  # noqa: E402
+from harness import append_rows, environment, print_table, rss_peak_extra  # noqa: E402
 
 VOCAB = 151936  # Qwen2-VL
 # Dense bf16 tensor-core FLOP/s and HBM bytes/s from the vendors' data sheets (SXM parts).

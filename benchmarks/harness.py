@@ -76,6 +76,26 @@ def machine_scaling_2t(nbytes: int = 8 << 20, repeats: int = 7) -> float:
     return t["one"] / t["two"]
 
 
+def _proc_status(key: str) -> int:
+    """A byte count from /proc/self/status (Linux reports KiB)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def rss_peak_extra(fn) -> int:
+    """Bytes of resident memory `fn` added at its peak, from the kernel's high-water mark (Linux).
+    Run the process with MALLOC_MMAP_THRESHOLD_ set low so freed blocks leave RSS at once instead
+    of hiding in a reused heap."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current RSS
+    base = _proc_status("VmRSS")
+    fn()
+    return _proc_status("VmHWM") - base
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,

@@ -1,7 +1,25 @@
-"""Shared fixtures: the tiny offline model is built once per test session, per architecture."""
+"""Shared fixtures: the tiny offline model is built once per test session, per architecture.
+Also the options of the benchmark suite in tests/bench (pytest reads options only from the
+conftest files it loads first, this one among them)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--bench-full", action="store_true", default=False,
+                     help="tests/bench: time larger shapes with more rounds (default: a fast CPU subset)")
+
+
+def pytest_configure(config):
+    # pytest-benchmark opens --benchmark-json only after the last test and does not create its
+    # folder: a missing runs/bench/ would fail the run at the very end.
+    json_path = config.getoption("benchmark_json", None)
+    if json_path is not None:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+
 
 @pytest.fixture(scope="session")
 def tiny_model_factory(tmp_path_factory):

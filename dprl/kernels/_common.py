@@ -1,5 +1,8 @@
-"""Shared checks, chunk sizing and backend choice for the token log-prob ops."""
+"""Shared checks, chunk sizing and the backend dispatch of every kernel op: CUDA tensors go to
+Triton, CPU tensors to the torch path."""
 from __future__ import annotations
+
+import importlib
 
 import torch
 
@@ -15,15 +18,36 @@ GPU_CHUNK_BYTES = 128 << 20
 
 BACKENDS = ("auto", "triton", "torch")
 
+# Each op's implementation per resolved backend, as "module" or "module:attribute". Both sides
+# keep one contract (the torch twin is documented against the Triton one). Imported on first
+# use: triton is a heavy import a CPU run never needs, and its kernels must be defined after
+# TRITON_INTERPRET is set (the tests set it to run them on CPU).
+IMPLEMENTATIONS = {
+    "logprob_rows": {"triton": "dprl.kernels.triton.logprob_rows",
+                     "torch": "dprl.kernels._torch_rows"},
+    "grpo_token_terms": {"triton": "dprl.kernels.triton.grpo_loss:grpo_token_terms",
+                         "torch": "dprl.kernels.grpo_loss:torch_token_terms"},
+}
+
 
 def resolve_backend(backend: str, *tensors: torch.Tensor) -> str:
-    """'auto' -> 'triton' for CUDA tensors, 'torch' otherwise. 'triton' on CPU tensors needs
-    TRITON_INTERPRET=1 set before the kernels are imported (the tests do this)."""
+    """The one dispatch rule, called by every public op: 'auto' -> 'triton' when all `tensors`
+    are on CUDA, 'torch' otherwise. 'triton' on CPU tensors needs TRITON_INTERPRET=1 set before
+    the kernels are imported (the tests do this)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend != "auto":
         return backend
     return "triton" if all(t.is_cuda for t in tensors) else "torch"
+
+
+def implementation(op: str, backend: str):
+    """The module or function behind `op` (a key of IMPLEMENTATIONS) for a resolved backend."""
+    if backend not in ("triton", "torch"):
+        raise ValueError(f"resolve the backend first (resolve_backend), got {backend!r}")
+    module, _, attr = IMPLEMENTATIONS[op][backend].partition(":")
+    found = importlib.import_module(module)
+    return getattr(found, attr) if attr else found
 
 
 def rows_per_chunk(n_rows: int, row_elems: int, chunk_elems: int) -> int:

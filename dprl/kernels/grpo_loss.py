@@ -15,13 +15,12 @@ Metrics are means over unmasked tokens: clip fraction, k3 KL, entropy (if given)
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 
 import torch
 
 from dprl.config.train import GRPOAlgoConfig, check_grpo_loss
-from dprl.kernels._common import resolve_backend
+from dprl.kernels._common import implementation, resolve_backend
 
 METRICS = ("clip_fraction", "kl", "entropy")
 
@@ -75,17 +74,12 @@ def torch_token_terms(logp, old, ref, roll, adv, weight, mask, entropy, params: 
     return dloss * weight, sums
 
 
-def _token_terms(backend: str):
-    if backend == "triton":
-        return importlib.import_module("dprl.kernels.triton.grpo_loss").grpo_token_terms
-    return torch_token_terms
-
-
 class GRPOLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logp, old, ref, roll, adv, weight, mask, entropy, params_backend):
         params, backend = params_backend
-        grad, sums = _token_terms(backend)(logp, old, ref, roll, adv, weight, mask, entropy, params)
+        token_terms = implementation("grpo_token_terms", backend)
+        grad, sums = token_terms(logp, old, ref, roll, adv, weight, mask, entropy, params)
         ctx.save_for_backward(grad)
         return sums[0], sums[1:]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from dprl.kernels._common import resolve_backend
 from dprl.kernels.grpo_loss import GRPOLossParams, grpo_loss, grpo_loss_reference
 from dprl.kernels.linear_logprob import linear_logprob, linear_logprob_reference
 
@@ -25,8 +26,10 @@ def linear_grpo_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.
     hidden: [N, H] completion positions only, weight: [V, H], targets: [N]; the other tensors are
     flat [N] (with seq_index [N], num_seqs B and num_tokens) as in grpo_loss; advantages [B] or
     [N]. exclude_ids: [k] token ids the sampler never draws; log-probs are renormalised without
-    them (see linear_logprob).
+    them (see linear_logprob). backend: 'auto' (Triton on CUDA, torch on CPU), 'triton' or 'torch',
+    resolved once for both ops.
     """
+    backend = resolve_backend(backend, hidden, weight)
     logp, entropy = linear_logprob(hidden, weight, targets, temperature, return_entropy=True,
                                    exclude_ids=exclude_ids, chunk_rows=chunk_rows,
                                    backend=backend)  # (N,), (N,)

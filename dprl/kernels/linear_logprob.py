@@ -15,9 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from dprl.kernels import _common, _torch_vocab_tiles
-from dprl.kernels._common import (check_float, check_targets,
-                                  check_temperature, resolve_backend, rows_per_chunk)
-from dprl.kernels.selective_logprob import rows_ops
+from dprl.kernels._common import (check_float, check_targets, check_temperature, implementation,
+                                  resolve_backend, rows_per_chunk)
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ class LinearLogprob(torch.autograd.Function):
             logp, lse, ent = _torch_vocab_tiles.forward(hidden, weight, targets, inv_t,
                                                         params.with_entropy, params.vocab_block)
             return LinearLogprob._finish_forward(ctx, params, hidden, weight, targets, lse, logp, ent)
-        ops = rows_ops(params.backend)
+        ops = implementation("logprob_rows", params.backend)
         n, step = hidden.shape[0], params.chunk_rows
         logp = torch.empty(n, dtype=torch.float32, device=hidden.device)  # (N,)
         lse = torch.empty(n, dtype=torch.float32, device=hidden.device)  # (N,)
@@ -93,7 +92,7 @@ class LinearLogprob(torch.autograd.Function):
     def backward(ctx, grad_logp: torch.Tensor, *_):
         hidden, weight, targets, lse = ctx.saved_tensors
         params = ctx.params
-        ops = rows_ops(params.backend)
+        ops = implementation("logprob_rows", params.backend)
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if params.vocab_block:
             grad_h, grad_w = _torch_vocab_tiles.backward(

@@ -6,13 +6,12 @@ temporaries. `selective_logprob_reference` is the float64 definition it is teste
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 
 import torch
 
-from dprl.kernels import _common, _torch_rows
-from dprl.kernels._common import (check_float, check_targets, check_temperature,
+from dprl.kernels import _common
+from dprl.kernels._common import (check_float, check_targets, check_temperature, implementation,
                                   resolve_backend, rows_per_chunk)
 
 
@@ -27,21 +26,21 @@ class LogprobParams:
     chunk_elems: int = _common.CPU_CHUNK_ELEMS  # torch path: fp32 elements per row block
 
 
-def rows_ops(backend: str):
-    """The module with rows_forward / rows_backward_ for a resolved backend."""
-    if backend == "triton":
-        return importlib.import_module("dprl.kernels.triton.logprob_rows")
-    return _torch_rows
+def _rows_per_step(n: int, v: int, params: LogprobParams) -> int:
+    """Triton streams whole rows in one launch; the torch path bounds its temporaries by rows.
+    At least 1, so that zero rows make an empty loop rather than a zero range step."""
+    if params.backend == "triton":
+        return max(1, n)
+    return rows_per_chunk(n, v, params.chunk_elems)
 
 
 class SelectiveLogprob(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, params: LogprobParams):
-        ops = rows_ops(params.backend)
+        ops = implementation("logprob_rows", params.backend)
         n, v = logits.shape
         inv_t = 1.0 / params.temperature
-        # Triton streams whole rows in one launch; the torch path bounds its temporaries by rows.
-        step = n if params.backend == "triton" else rows_per_chunk(n, v, params.chunk_elems)
+        step = _rows_per_step(n, v, params)
         logp = torch.empty(n, dtype=torch.float32, device=logits.device)  # (N,)
         lse = torch.empty(n, dtype=torch.float32, device=logits.device)  # (N,)
         ent = torch.empty(n, dtype=torch.float32, device=logits.device) if params.with_entropy else None
@@ -62,10 +61,10 @@ class SelectiveLogprob(torch.autograd.Function):
     def backward(ctx, grad_logp: torch.Tensor, *_):
         logits, targets, lse = ctx.saved_tensors
         params = ctx.params
-        ops = rows_ops(params.backend)
+        ops = implementation("logprob_rows", params.backend)
         n, v = logits.shape
         out = logits if params.inplace_backward else torch.empty_like(logits)  # (N, V)
-        step = n if params.backend == "triton" else rows_per_chunk(n, v, params.chunk_elems)
+        step = _rows_per_step(n, v, params)
         for a in range(0, n, step):
             ops.rows_backward_(logits[a:a + step], targets[a:a + step], lse[a:a + step],
                                grad_logp[a:a + step], 1.0 / params.temperature, out[a:a + step])

@@ -20,26 +20,6 @@ def peak_memory_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def _proc_status(key: str) -> int:
-    """A byte count from /proc/self/status (Linux reports KiB)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(key)
-
-
-def rss_peak_extra(fn) -> int:
-    """Bytes of resident memory `fn` added at its peak, from the kernel's high-water mark (Linux).
-    Run the process with MALLOC_MMAP_THRESHOLD_ set low so freed blocks leave RSS at once instead
-    of hiding in a reused heap."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset VmHWM to the current RSS
-    base = _proc_status("VmRSS")
-    fn()
-    return _proc_status("VmHWM") - base
-
-
 class MetricsLogger:
     def __init__(self, out_dir: str, total_steps: int, start_step: int = 0, enabled: bool = True,
                  desc: str = "train", log_cfg=None, run_config: dict | None = None):

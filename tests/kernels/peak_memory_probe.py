@@ -13,7 +13,7 @@ import torch
 
 def main() -> None:
     from dprl.kernels import _common, linear_logprob, selective_logprob
-    from dprl.train.metrics import rss_peak_extra
+    from benchmarks.harness import rss_peak_extra  # the repository root is on PYTHONPATH
     cfg = json.loads(sys.argv[1])
     _common.CPU_CHUNK_ELEMS = cfg["chunk_elems"]
     n, h = cfg["n"], cfg["h"]

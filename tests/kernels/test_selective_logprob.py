@@ -92,9 +92,13 @@ def test_bad_inputs_raise():
         selective_logprob(torch.zeros(3, 5), torch.zeros(3, dtype=torch.long), temperature=0.0)
 
 
-def test_zero_rows(device):
-    out = selective_logprob(torch.zeros(0, 7, device=device), torch.zeros(0, dtype=torch.long, device=device))
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_zero_rows(backend, device):
+    x = torch.zeros(0, 7, device=device, requires_grad=True)
+    out = selective_logprob(x, torch.zeros(0, dtype=torch.long, device=device), backend=backend)
     assert out.shape == (0,)
+    out.sum().backward()
+    assert x.grad.shape == (0, 7)
 
 
 @pytest.mark.gpu

@@ -1,4 +1,7 @@
 """The C++ path equals the Python reference, bit for bit, on random and adversarial texts."""
+import itertools
+import os
+import secrets
 import time
 
 import numpy as np
@@ -220,17 +223,28 @@ def _random_text(rng) -> bytes:
 
 
 def test_fuzz_bounded_time():
-    """Random byte soup for a fixed wall-clock budget: C++ == reference, rewards finite."""
-    rng = np.random.default_rng(int(time.time()) & 0xFFFF)
+    """Random byte soup for a fixed wall-clock budget: C++ == reference, rewards finite.
+
+    A fresh seed each run (so runs explore different texts), named in the failure message; each
+    round draws from its own generator keyed on (seed, round), so the failing round replays by
+    itself: DPRL_FUZZ_SEED=<seed> DPRL_FUZZ_ROUND=<round>. DPRL_FUZZ_SEED alone fixes the seed
+    and still runs rounds for the whole budget."""
+    seed = int(os.environ.get("DPRL_FUZZ_SEED", secrets.randbits(32)))
+    only = os.environ.get("DPRL_FUZZ_ROUND")
     deadline = time.monotonic() + 3.0
-    rounds = 0
-    while time.monotonic() < deadline:
+    rounds = [int(only)] if only is not None else itertools.count()
+    ran = 0
+    for r in rounds:
+        if only is None and time.monotonic() >= deadline:
+            break
+        rng = np.random.default_rng([seed, r])
         batch = [_random_text(rng) for _ in range(64)]
-        opts = {"scope": SCOPES[rounds % 2], "pick": PICKS[(rounds // 2) % 2],
-                "coords": COORDS[rounds % 3], "clamp": bool(rounds % 5 == 0)}
+        opts = {"scope": SCOPES[r % 2], "pick": PICKS[(r // 2) % 2],
+                "coords": COORDS[r % 3], "clamp": bool(r % 5 == 0)}
         try:
             assert_same(batch, **opts)
-        except AssertionError:
-            pytest.fail(f"C++ and reference differ (seeded round {rounds}); batch: {batch!r}")
-        rounds += 1
-    assert rounds > 0
+        except AssertionError as e:
+            pytest.fail(f"C++ and reference differ; replay with DPRL_FUZZ_SEED={seed} "
+                        f"DPRL_FUZZ_ROUND={r}\n{e}\nbatch: {batch!r}")
+        ran += 1
+    assert ran > 0
