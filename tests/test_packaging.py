@@ -33,6 +33,8 @@ DISTRIBUTIONS = {
 # Modules of one distribution that need another one installed to import.
 SUBMODULE_DISTRIBUTIONS = {
     "torch.utils.tensorboard": {"tensorboard"},
+    # Also loaded by AutoProcessor for any Qwen2-VL checkpoint.
+    "transformers.models.qwen2_vl.video_processing_qwen2_vl": {"torchvision"},
 }
 # Too heavy or too narrow for every install: only in an extra, imported inside the function
 # that needs it.
