@@ -21,7 +21,7 @@ def native() -> ModuleType | None:
             warnings.warn(
                 f"dprl._C (the C++ extension) is not available ({err}); using the pure-Python "
                 "reference implementations, which are correct but slower. Build it with "
-                "scripts/setup.sh or `pip install --no-build-isolation -e .`.",
+                "scripts/setup.sh or `pip install -e .`.",
                 RuntimeWarning,
                 stacklevel=2,
             )
