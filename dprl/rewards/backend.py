@@ -179,7 +179,7 @@ def native_backend() -> NativeBackend | None:
         warnings.warn(
             f"dprl._C (the C++ extension) is not available ({err}); using the pure-Python "
             "reference implementations, which are correct but slower. Build it with "
-            "scripts/setup.sh or `pip install --no-build-isolation -e .`.",
+            "scripts/setup.sh or `pip install -e .`.",
             RuntimeWarning,
             stacklevel=3,
         )
