@@ -120,10 +120,11 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config_command(sub, name: str, func, help: str, description: str, example: str) -> None:
+def _config_command(sub, name: str, func, help: str, description: str, example: str,
+                    config_hint: str = "") -> None:
     """A command that takes --config YAML and dotted key=value overrides."""
     p = sub.add_parser(name, help=help, description=description)
-    p.add_argument("--config", help=f"YAML config file (see configs/{name.replace('-', '_')}_tiny.yaml)")
+    p.add_argument("--config", help=f"YAML config file ({config_hint or f'see configs/{name}_tiny.yaml'})")
     p.add_argument("overrides", nargs="*", metavar="key=value", help=f"dotted overrides, e.g. {example}")
     p.set_defaults(func=func)
 
@@ -200,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
         "multi-entity pictures with exact boxes, have a teacher checkpoint write chains of thought "
         "kept by IoU (the SFT set) and keep the prompts the policy gets right sometimes (the RL "
         "set), in the world's file format, with a report of every stage.",
-        "teacher.model_path=/ckpt/teacher data.composition.samples_per_domain=500")
+        "teacher.model_path=/ckpt/teacher data.composition.samples_per_domain=500",
+        "see the README's data engine section; benchmarks/data_engine_world.py runs it on the world")
     return parser
 
 

@@ -107,3 +107,13 @@ def test_a_model_stage_without_a_model_fails_at_load(tmp_path):
                                               "teacher.enabled=false", "difficulty.enabled=false"])
     with pytest.raises(ValueError, match="data.sources is empty"):
         run.run_data_engine(cfg, progress=False)
+
+
+def test_the_command_says_what_is_missing(tmp_path, capsys):
+    from dprl.cli import main
+
+    assert main(["data-engine", f"output_dir={tmp_path / 'engine'}", "knowledge.enabled=false",
+                 "teacher.enabled=false", "difficulty.enabled=false"]) == 2
+    assert "data.sources is empty" in capsys.readouterr().err
+    assert main(["data-engine", f"output_dir={tmp_path / 'engine2'}"]) == 2  # model stages, no model
+    assert "model.path: expected a local checkpoint" in capsys.readouterr().err
