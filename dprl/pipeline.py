@@ -25,21 +25,31 @@ from typing import Any
 
 import yaml
 
-from dprl.config import CheckpointConfig, PipelineConfig, save_config, to_dict
+from dprl.config import CheckpointConfig, EngineSourceConfig, PipelineConfig, save_config, to_dict
 from dprl.models.loading import tiny_model_dir
 from dprl.run_dir import run_tied
 
-STAGES = ("world", "sft", "grpo", "eval")
+STAGES = ("world", "sft", "data_engine", "grpo", "eval")
 DONE_NAME = "stage_done.json"
 # What each stage reads from the stages before it (eval is resumable by itself and always runs).
-UPSTREAM = {"world": (), "sft": ("world",), "grpo": ("world", "sft")}
+# GRPO also reads the data engine's RL set when that stage is selected (upstream()).
+UPSTREAM = {"world": (), "sft": ("world",), "data_engine": ("world", "sft"), "grpo": ("world", "sft")}
 # Settings that change how a stage logs, checkpoints or splits its work, never what it makes:
 # world samples are seeded one by one (not by worker); GRPO's prompts and seeds are functions of
 # the step, so where it saves does not matter; stop_after is how a long run is done in chunks.
 NOT_OUTPUT = {"world": ("workers",),
               "sft": ("log", "log_every", "save_every", "keep_states", "resume", "stop_after"),
+              "data_engine": ("batch_size",),
               "grpo": ("log", "save_every", "resume")}
+ENGINE_SOURCES = "sources"  # the world's FGVR pictures as image folders, under data_engine/
 _ABSENT = "(absent)"
+
+
+def upstream(stage: str, cfg: PipelineConfig) -> tuple[str, ...]:
+    """The stages `stage` reads from in this run."""
+    if stage == "grpo" and "data_engine" in cfg.stages:
+        return UPSTREAM["grpo"] + ("data_engine",)
+    return UPSTREAM[stage]
 
 
 class StaleStages(RuntimeError):
@@ -56,9 +66,12 @@ def stage_configs(cfg: PipelineConfig) -> dict:
     sft = rep(cfg.sft, output_dir=sft_dir, data=rep(
         cfg.sft.data, train_path=os.path.join(data, "kvg_train.jsonl"),
         knowledge_path=os.path.join(data, "knowledge_corpus.jsonl") if cfg.sft.data.knowledge_path else ""))
+    engine = _engine_config(cfg, out, data, os.path.join(sft_dir, "final"))
+    grpo_prompts = (os.path.join(engine.output_dir, "kvg_rl.jsonl") if "data_engine" in cfg.stages
+                    else os.path.join(data, "kvg_train.jsonl"))
     grpo = rep(cfg.grpo, output_dir=grpo_dir,
                model=rep(cfg.grpo.model, path=os.path.join(sft_dir, "final")),
-               data=rep(cfg.grpo.data, path=os.path.join(data, "kvg_train.jsonl")))
+               data=rep(cfg.grpo.data, path=grpo_prompts))
     # Evaluate the models this run makes (or made before): a stage left out and never run has
     # no checkpoint to score.
     candidates = [("untrained", _sft_start(cfg, sft_dir), "sft"),
@@ -69,7 +82,38 @@ def stage_configs(cfg: PipelineConfig) -> dict:
     ev = rep(cfg.eval, output_dir=os.path.join(out, "eval"),
              data=rep(cfg.eval.data, path=os.path.join(data, "kvg_test.jsonl")), checkpoints=checkpoints,
              probe=rep(cfg.eval.probe, path=os.path.join(data, "knowledge_base.jsonl") if cfg.eval.probe.path else ""))
-    return {"world": world, "sft": sft, "grpo": grpo, "eval": ev}
+    return {"world": world, "sft": sft, "data_engine": engine, "grpo": grpo, "eval": ev}
+
+
+def _engine_config(cfg: PipelineConfig, out: str, world_dir: str, checkpoint: str):
+    """The data engine after CoT-SFT: the SFT checkpoint as model (teacher and policy unless
+    named), the world's seen domains as sources unless the section names its own, and for the
+    knowledge probe's questions the world's knowledge base unless it names a file."""
+    rep = dataclasses.replace
+    c = cfg.data_engine
+    engine_dir = os.path.join(out, "data_engine")
+    sources = c.data.sources or [
+        EngineSourceConfig(kind="image_folder", path=os.path.join(engine_dir, ENGINE_SOURCES, d), domain=d,
+                           crop=0.72)  # the world's FGVR entity fills about 0.7 of its picture
+        for d in cfg.world.seen_domains]
+    knowledge = c.knowledge
+    if knowledge.kind != "identify" and not knowledge.knowledge_path:
+        knowledge = rep(knowledge, knowledge_path=os.path.join(world_dir, "knowledge_base.jsonl"))
+    return rep(c, output_dir=engine_dir, model=rep(c.model, path=checkpoint),
+               data=rep(c.data, sources=sources, seen_domains=list(cfg.world.seen_domains)),
+               knowledge=knowledge)
+
+
+def _write_engine_sources(cfg: PipelineConfig, configs: dict) -> None:
+    """The world's FGVR training pictures as the image folders the data engine's default sources
+    name (before its config is loaded: a source must exist)."""
+    from dprl.data.engine.world_folder import world_image_folders
+
+    if cfg.data_engine.data.sources:
+        return
+    world_image_folders(configs["world"].output_dir,
+                        os.path.join(configs["data_engine"].output_dir, ENGINE_SOURCES), "train", "fgvr",
+                        domains=tuple(cfg.world.seen_domains))
 
 
 def _sft_start(cfg: PipelineConfig, sft_dir: str) -> str:
@@ -87,6 +131,8 @@ def _done(stage: str, c) -> bool:
     """A finished stage leaves its final product; eval is resumable by itself and always runs."""
     if stage == "world":
         return os.path.isfile(os.path.join(c.output_dir, "world.json"))
+    if stage == "data_engine":
+        return os.path.isfile(os.path.join(c.output_dir, "report.json"))
     if stage in ("sft", "grpo"):
         return os.path.isfile(os.path.join(c.output_dir, "final", "model.safetensors"))
     return False
@@ -164,14 +210,14 @@ def _fingerprint(c) -> str | None:
         return hashlib.sha256(fh.read()).hexdigest()
 
 
-def _write_record(stage: str, configs: dict) -> None:
+def _write_record(stage: str, configs: dict, cfg: PipelineConfig) -> None:
     """Marks `stage` finished: with the settings it was made with and the fingerprints of the
     stages it read. Written last, so a stage without one never counts as done."""
     c = configs[stage]
     # `made` differs every time, so a remake with the same settings still changes the fingerprint.
     record = {"stage": stage, "made": uuid.uuid4().hex, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "config": settings_of(to_dict(c)),
-              "inputs": {u: _fingerprint(configs[u]) for u in UPSTREAM[stage]}}
+              "inputs": {u: _fingerprint(configs[u]) for u in upstream(stage, cfg)}}
     path = os.path.join(c.output_dir, DONE_NAME)
     with open(path + ".tmp", "w") as fh:
         json.dump(record, fh, indent=1)
@@ -185,7 +231,8 @@ def _clear_record(c) -> None:
 
 
 # -- may the outputs on disk be reused? ------------------------------------------------------------
-def _check_stage(stage: str, configs: dict, run_dir: str, status: dict) -> tuple[str, list[str]]:
+def _check_stage(stage: str, configs: dict, run_dir: str, status: dict,
+                 cfg: PipelineConfig) -> tuple[str, list[str]]:
     """(status, reasons) of one stage, its upstream stages already checked. status: "done"
     (reuse), "adopt" (finished before stages kept records, made with these settings: reuse and
     record), "run" (nothing to continue, or a state to resume with these settings) or "stale"
@@ -193,11 +240,11 @@ def _check_stage(stage: str, configs: dict, run_dir: str, status: dict) -> tuple
     c = configs[stage]
     new = settings_of(to_dict(c))
     redone = [f"made from {u}, which cannot be reused (above)" if status[u] == "stale"
-              else f"made from {u}, which is to be made again" for u in UPSTREAM[stage]
+              else f"made from {u}, which is to be made again" for u in upstream(stage, cfg)
               if status[u] in ("run", "stale")]
     record = _record(c) if _done(stage, c) else None
     if record is not None:
-        moved = [f"made from {u}, which was made again or removed since" for u in UPSTREAM[stage]
+        moved = [f"made from {u}, which was made again or removed since" for u in upstream(stage, cfg)
                  if status[u] == "done" and record["inputs"].get(u) != _fingerprint(configs[u])]
         reasons = changed_settings(stage, record["config"], new) + (redone or moved)
         return ("stale" if reasons else "done"), reasons
@@ -231,7 +278,7 @@ def check_stages(cfg: PipelineConfig, configs: dict) -> dict:
     run_dir = os.path.abspath(cfg.output_dir)
     status, stale = {}, {}
     for stage in UPSTREAM:
-        status[stage], reasons = _check_stage(stage, configs, run_dir, status)
+        status[stage], reasons = _check_stage(stage, configs, run_dir, status, cfg)
         if reasons:
             stale[stage] = reasons
     if stale:
@@ -247,7 +294,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     save_config(cfg, cfg.output_dir)
     for stage in UPSTREAM:  # in order: a record names its inputs' records
         if status[stage] == "adopt":
-            _write_record(stage, configs)
+            _write_record(stage, configs, cfg)
     seconds = {}
     for stage in STAGES:
         if stage not in cfg.stages:
@@ -258,15 +305,18 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
             continue
         _clear_record(c)  # a record whose product is gone
         path = save_config(c, cfg.output_dir, f"{stage}.yaml")
-        print(f"[pipeline] {stage}: dprl {stage} --config {path}", flush=True)
+        command = stage.replace("_", "-")
+        print(f"[pipeline] {stage}: dprl {command} --config {path}", flush=True)
         t0 = time.perf_counter()
-        returncode = run_tied([sys.executable, "-m", "dprl.cli", stage, "--config", path])
+        if stage == "data_engine":
+            _write_engine_sources(cfg, configs)
+        returncode = run_tied([sys.executable, "-m", "dprl.cli", command, "--config", path])
         seconds[stage] = time.perf_counter() - t0
         if returncode != 0:
             raise RuntimeError(f"stage {stage} failed (exit {returncode}); fix it and rerun the "
                                "same command: finished stages are skipped")
         if stage in UPSTREAM:
-            _write_record(stage, configs)
+            _write_record(stage, configs, cfg)
     table = os.path.join(configs["eval"].output_dir, "table.md")
     return {"seconds": seconds, "table": open(table).read() if os.path.isfile(table) else None,
             "output_dir": cfg.output_dir}

@@ -216,7 +216,8 @@ class KnowledgeFilterConfig:
     def check(self, key: str) -> None:
         require(2 <= self.choices <= 8, f"{key}choices", "2 to 8 options", self.choices)
         require(0.0 <= self.threshold <= 1.0, f"{key}threshold", "a share in [0, 1]", self.threshold)
-        require(self.kind == "identify" or self.knowledge_path.endswith(".jsonl"),
+        # An empty path is refused when the engine starts (a pipeline fills it in).
+        require(not self.knowledge_path or self.knowledge_path.endswith(".jsonl"),
                 f"{key}knowledge_path", f"a .jsonl knowledge file of entity, domain and "
                 f"{'attributes' if self.kind == 'look' else 'description'} rows (kind: {self.kind})",
                 self.knowledge_path)
@@ -289,15 +290,17 @@ class DataEngineConfig:
     difficulty: DifficultyConfig = field(default_factory=DifficultyConfig)
     batch_size: int = 64  # prompts per rollout-engine call
 
+    @property
+    def needs_model(self) -> bool:
+        """Whether some enabled stage asks `model.path` (checked when the engine starts, since a
+        pipeline sets it for its data_engine stage)."""
+        return (self.knowledge.enabled or (self.teacher.enabled and not self.teacher.model_path)
+                or (self.difficulty.enabled and not self.difficulty.policy_path))
+
     def check(self, key: str) -> None:
         require(bool(self.output_dir), f"{key}output_dir", "a directory path", self.output_dir)
         require(0.0 <= self.rl_share <= 1.0, f"{key}rl_share", "a share in [0, 1]", self.rl_share)
         require(self.batch_size >= 1, f"{key}batch_size", "at least 1", self.batch_size)
-        uses_model = (self.knowledge.enabled or (self.teacher.enabled and not self.teacher.model_path)
-                      or (self.difficulty.enabled and not self.difficulty.policy_path))
-        require(bool(self.model.path) or not uses_model, f"{key}model.path",
-                "a local checkpoint (the model the data is for) while knowledge, teacher or "
-                "difficulty uses it", self.model.path)
         for name, path in (("teacher.model_path", self.teacher.model_path),
                            ("difficulty.policy_path", self.difficulty.policy_path)):
             if path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from dprl.config.data_engine import DataEngineConfig
 from dprl.config.eval import EvalConfig
 from dprl.config.loader import require
 from dprl.config.model import ModelConfig
@@ -44,15 +45,21 @@ class PipelineConfig:
 
     The stages' files are wired together under `output_dir` (world/, sft/, grpo/, eval/): the
     paths inside the sections below that link one stage to the next are set by the pipeline.
-    A finished stage is skipped on a re-run; an interrupted one resumes."""
+    A finished stage is skipped on a re-run; an interrupted one resumes.
+
+    `data_engine` (a stage only when listed in `stages`) runs the data engine after CoT-SFT: the
+    world's FGVR training pictures of the seen domains are its sources (written as image
+    folders), the SFT checkpoint is its model, teacher and policy, and GRPO then trains on its
+    RL set (kvg_rl.jsonl: prompts the SFT model gets right sometimes) instead of the world's."""
 
     output_dir: str = "runs/pipeline"
-    stages: list[Literal["world", "sft", "grpo", "eval"]] = field(
+    stages: list[Literal["world", "sft", "data_engine", "grpo", "eval"]] = field(
         default_factory=lambda: ["world", "sft", "grpo", "eval"])
     world: WorldConfig = field(default_factory=WorldConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    data_engine: DataEngineConfig = field(default_factory=DataEngineConfig)
 
     def check(self, key: str) -> None:
         require(bool(self.output_dir), f"{key}output_dir", "a directory path", self.output_dir)

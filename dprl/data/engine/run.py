@@ -89,6 +89,13 @@ def run_data_engine(cfg: DataEngineConfig, progress: bool = True) -> dict:
     if not data.sources:
         raise ValueError("data.sources is empty: name at least one data set on disk "
                          "(kind: image_folder | cub | fgvc_aircraft | hf_dataset, path, domain)")
+    k = cfg.knowledge
+    if k.enabled and k.kind != "identify" and not k.knowledge_path:
+        raise ValueError(f"knowledge.knowledge_path: expected a .jsonl knowledge file (kind: {k.kind} "
+                         "asks about each category from it), got ''")
+    if cfg.needs_model and not os.path.isfile(os.path.join(os.path.expanduser(cfg.model.path), "config.json")):
+        raise ValueError(f"model.path: expected a local checkpoint (the model the data is for) while "
+                         f"knowledge, teacher or difficulty uses it, got {cfg.model.path!r}")
     os.makedirs(out, exist_ok=True)
     save_config(cfg, out)
     log, report = StageLog(), {"stages": {}, "files": {}}

@@ -99,7 +99,7 @@ def test_bad_settings_fail_at_load():
     from dprl.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"^knowledge_path: "):
-        load_config(KnowledgeFilterConfig, None, ["kind=choice"])
+        load_config(KnowledgeFilterConfig, None, ["kind=choice", "knowledge_path=notes.txt"])
     with pytest.raises(ConfigError, match=r"^describe_template: .*\{entity\}, \{domain\}"):
         load_config(KnowledgeFilterConfig, None, ["describe_template=Tell me about {thing}"])
 

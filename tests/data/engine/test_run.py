@@ -9,7 +9,7 @@ import pytest
 from engine_layouts import image_folder
 from stub_engine import stub_asker
 
-from dprl.config import ConfigError, DataEngineConfig, load_config
+from dprl.config import DataEngineConfig, load_config
 from dprl.data.engine import run
 from dprl.data.kvg import load_samples
 from dprl.data.prompts import box_string
@@ -100,9 +100,13 @@ def test_the_sft_set_loads_as_dprl_sft_reads_it(engine_run):
     assert len(convs) == 4 and not bad
 
 
-def test_a_model_stage_without_a_model_fails_at_load(tmp_path):
-    with pytest.raises(ConfigError, match=r"^model\.path: .*knowledge, teacher or difficulty"):
-        load_config(DataEngineConfig, None, [f"output_dir={tmp_path}"])
+def test_a_model_stage_without_a_model_fails_before_any_work(tmp_path):
+    tree = image_folder(str(tmp_path / "birds"), CATEGORIES)
+    source = [f"data.sources=[{{kind: image_folder, path: '{tree}', domain: bird}}]"]
+    with pytest.raises(ValueError, match=r"^model\.path: .*knowledge, teacher or difficulty"):
+        run.run_data_engine(load_config(DataEngineConfig, None, [f"output_dir={tmp_path / 'a'}", *source]),
+                            progress=False)
+    assert not (tmp_path / "a").exists()  # nothing was written
     cfg = load_config(DataEngineConfig, None, [f"output_dir={tmp_path}", "knowledge.enabled=false",
                                               "teacher.enabled=false", "difficulty.enabled=false"])
     with pytest.raises(ValueError, match="data.sources is empty"):
@@ -115,5 +119,7 @@ def test_the_command_says_what_is_missing(tmp_path, capsys):
     assert main(["data-engine", f"output_dir={tmp_path / 'engine'}", "knowledge.enabled=false",
                  "teacher.enabled=false", "difficulty.enabled=false"]) == 2
     assert "data.sources is empty" in capsys.readouterr().err
-    assert main(["data-engine", f"output_dir={tmp_path / 'engine2'}"]) == 2  # model stages, no model
+    tree = image_folder(str(tmp_path / "birds"), CATEGORIES)
+    assert main(["data-engine", f"output_dir={tmp_path / 'engine2'}",  # model stages, no model
+                 f"data.sources=[{{kind: image_folder, path: '{tree}', domain: bird}}]"]) == 2
     assert "model.path: expected a local checkpoint" in capsys.readouterr().err
