@@ -123,3 +123,19 @@ def test_the_command_says_what_is_missing(tmp_path, capsys):
     assert main(["data-engine", f"output_dir={tmp_path / 'engine2'}",  # model stages, no model
                  f"data.sources=[{{kind: image_folder, path: '{tree}', domain: bird}}]"]) == 2
     assert "model.path: expected a local checkpoint" in capsys.readouterr().err
+
+
+def test_the_sft_set_trains_with_dprl_sft(engine_run, tiny_model_dir, tmp_path):
+    """A few optimizer steps of `dprl sft` on the engine's SFT set, as a user would run them."""
+    from cli_runner import run_cli
+
+    cfg, _ = engine_run
+    out = tmp_path / "sft"
+    res = run_cli("sft", "--config", "configs/sft_tiny.yaml", f"output_dir={out}", f"model.path={tiny_model_dir}",
+                  f"data.train_path={os.path.join(cfg.output_dir, 'kvg_sft.jsonl')}", "data.knowledge_path=",
+                  "data.knowledge_per_batch=0", "data.knowledge_picture_share=0", "max_steps=2",
+                  "trainer.micro_batch_size=2", "save_every=0", timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == [1, 2] and all(r["train/loss"] > 0 for r in rows)
+    assert (out / "final" / "model.safetensors").is_file()
