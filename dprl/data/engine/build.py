@@ -1,8 +1,8 @@
 """Sources -> composition -> output for one `EngineDataConfig`: the data half of the data engine.
 
-`build_samples` runs the three stages; `read_sources` and `compose_samples` are the first two on
-their own, so a stage that decides which categories to keep (the knowledge filter) can run in
-between (or pass `keep` to build_samples).
+`build_samples` runs the three stages; a stage that decides which categories to keep (the
+knowledge filter) runs in between as its `keep`. `read_sources` and `compose_samples` are the
+first two on their own.
 
 Pictures are screened and composites drawn by worker processes. Every composite draws from its
 own RNG seeded by (seed, domain, index), and results are gathered in index order, so the files
@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Collection
 
 from dprl.config import ConfigError, EngineDataConfig
 from dprl.data.engine.compose import plan_composite, read_confusion, render
@@ -166,21 +166,26 @@ def _rate(count: int, seconds: float) -> float:
 
 
 def build_samples(cfg: EngineDataConfig, progress: bool = True,
-                  keep: Callable[[str, str], bool] | None = None) -> dict:
+                  keep: Callable[[list[tuple[str, str]]], Collection[tuple[str, str]]] | None = None,
+                  log: StageLog | None = None) -> dict:
     """Reads every source, composes `composition.samples_per_domain` samples per domain and
-    writes them. `keep(domain, category)`: which categories go on to composition (all when
-    None), e.g. those the model knows. -> {"counts", "skipped" (per reason), "metrics"
-    (time/<stage>_s, throughput/...), "files"}, the stages being sources (listing and screening
-    pictures), compose (drawing, rendering, saving composites) and output (writing the rows)."""
-    log = StageLog()
+    writes them. `keep(categories)`: given every (domain, category) the sources hold, sorted,
+    the ones that go on to composition (all when None), e.g. those the model knows. `log`
+    collects what is skipped (a fresh one when None). -> {"counts", "skipped" (per reason),
+    "metrics" (time/<stage>_s, throughput/...), "files", "rows"}, the stages being sources
+    (listing and screening pictures), compose (drawing, rendering, saving composites) and output
+    (writing the rows); the time `keep` takes is in none of them."""
+    log = log if log is not None else StageLog()
     t0 = time.perf_counter()
     entities, listed = read_sources(cfg, log, progress)
     t_sources = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
     usable = len(entities)
+    listed_categories = sorted({(e.domain, e.category) for e in entities})
     if keep is not None:
-        entities = [e for e in entities if keep(e.domain, e.category)]
+        kept = set(keep(listed_categories))
+        entities = [e for e in entities if (e.domain, e.category) in kept]
+    t0 = time.perf_counter()
     rows, categories = compose_samples(cfg, entities, log, progress)
     t_compose = time.perf_counter() - t0
 
@@ -199,6 +204,7 @@ def build_samples(cfg: EngineDataConfig, progress: bool = True,
     counts = {
         "pictures_listed": listed,
         "entities": usable,
+        "categories_listed": len(listed_categories),
         "entities_kept": len(entities),  # after `keep`
         "categories": categories,
         "samples": len(rows),
@@ -213,4 +219,4 @@ def build_samples(cfg: EngineDataConfig, progress: bool = True,
         "throughput/output_samples_per_s": _rate(len(rows), t_output),
     }
     return {"counts": counts, "skipped": by_reason, "metrics": metrics,
-            "files": {"samples": samples_path, "skipped": skipped_path}}
+            "files": {"samples": samples_path, "skipped": skipped_path}, "rows": rows}

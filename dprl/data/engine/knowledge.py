@@ -25,12 +25,14 @@ LETTERS = "ABCDEFGH"
 
 
 @dataclass(frozen=True)
-class Category:
+class SourceCategory:
+    """A category as a source names it (the world's own categories are dprl.data.domains.Category)."""
+
     domain: str
     name: str
 
 
-def identify_question(category: Category, description: str, rivals: list[str], rng: random.Random) -> tuple[str, str]:
+def identify_question(category: SourceCategory, description: str, rivals: list[str], rng: random.Random) -> tuple[str, str]:
     """(question, right letter): which of the options the description fits."""
     options = [category.name] + rivals
     rng.shuffle(options)
@@ -49,7 +51,7 @@ def _letters_right(answers: list[list[str]], expected: list[str]) -> list[list[b
     return [[next(got) == want for _ in group] for group, want in zip(answers, expected)]
 
 
-def identify_scores(asker: Asker, categories: list[Category], cfg: KnowledgeFilterConfig,
+def identify_scores(asker: Asker, categories: list[SourceCategory], cfg: KnowledgeFilterConfig,
                     seed: int) -> list[dict]:
     by_domain: dict[str, list[str]] = {}
     for c in categories:
@@ -75,7 +77,7 @@ def identify_scores(asker: Asker, categories: list[Category], cfg: KnowledgeFilt
             for c, r, d in zip(categories, per_category, described)]
 
 
-def probe_scores(asker: Asker, categories: list[Category], cfg: KnowledgeFilterConfig,
+def probe_scores(asker: Asker, categories: list[SourceCategory], cfg: KnowledgeFilterConfig,
                  seed: int) -> list[dict]:
     """The knowledge probe's look or choice question per category, from cfg.knowledge_path."""
     from dprl.eval.knowledge_probe import choice_items, entity_key, load_entities, look_items, score_answer
@@ -104,7 +106,7 @@ def probe_scores(asker: Asker, categories: list[Category], cfg: KnowledgeFilterC
     return rows
 
 
-def knowledge_scores(asker: Asker, categories: list[Category], cfg: KnowledgeFilterConfig,
+def knowledge_scores(asker: Asker, categories: list[SourceCategory], cfg: KnowledgeFilterConfig,
                      seed: int = 0) -> list[dict]:
     """One row per category: domain, entity, score (share of answers right), known (score >=
     threshold), and how many answers it was scored on."""

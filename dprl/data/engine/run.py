@@ -15,8 +15,8 @@ import os
 import time
 
 from dprl.config import DataEngineConfig, save_config
-from dprl.data.engine.build import StageLog, compose_samples, read_sources
-from dprl.data.engine.output import write_jsonl, write_samples, write_skipped
+from dprl.data.engine.build import StageLog, build_samples
+from dprl.data.engine.output import write_jsonl
 
 COMPOSED = "composed"  # kvg_composed.jsonl: every composite, before any chain of thought
 
@@ -38,10 +38,10 @@ def _image_opener(root: str):
 
 
 def _knowledge_in_child(cfg: DataEngineConfig, categories: list, progress: bool) -> list[dict]:
-    from dprl.data.engine.knowledge import Category, knowledge_scores
+    from dprl.data.engine.knowledge import SourceCategory, knowledge_scores
 
     asker = _asker(os.path.expanduser(cfg.model.path), cfg.knowledge.rollout, cfg, progress)
-    return knowledge_scores(asker, [Category(d, c) for d, c in categories], cfg.knowledge, cfg.data.seed)
+    return knowledge_scores(asker, [SourceCategory(d, c) for d, c in categories], cfg.knowledge, cfg.data.seed)
 
 
 def _teacher_in_child(cfg: DataEngineConfig, rows: list[dict], progress: bool):
@@ -100,29 +100,32 @@ def run_data_engine(cfg: DataEngineConfig, progress: bool = True) -> dict:
     save_config(cfg, out)
     log, report = StageLog(), {"stages": {}, "files": {}}
 
-    t0 = time.perf_counter()
-    entities, listed = read_sources(data, log, progress)
-    categories = sorted({(e.domain, e.category) for e in entities})
-    _timed(report, "sources", listed, t0, pictures=listed, entities=len(entities),
-           categories=len(categories))
-
-    if cfg.knowledge.enabled:
+    def known_categories(categories: list) -> set:
+        """The knowledge filter, between reading the sources and composing."""
         t0 = time.perf_counter()
         scores = run_in_child(_knowledge_in_child, (cfg, categories, progress), "knowledge filtering")
         report["files"]["knowledge_scores"] = write_jsonl(os.path.join(out, "knowledge_scores.jsonl"), scores)
         known = {(r["domain"], r["entity"]) for r in scores if r["known"]}
-        entities = [e for e in entities if (e.domain, e.category) in known]
         _timed(report, "knowledge", len(categories), t0, categories=len(categories), known=len(known),
                per_domain=summary(scores))
+        return known
 
-    if not entities:
+    built = build_samples(data, progress, keep=known_categories if cfg.knowledge.enabled else None, log=log)
+    counts, metrics, composed = built["counts"], built["metrics"], built["rows"]
+    report["stages"] = {"sources": {
+        "seconds": round(metrics["time/sources_s"], 3),
+        "samples_per_s": round(metrics["throughput/sources_pictures_per_s"], 3),
+        "pictures": counts["pictures_listed"], "entities": counts["entities"],
+        "categories": counts["categories_listed"]}} | report["stages"]
+    if not counts["entities_kept"]:
         raise ValueError("no category is left to compose: the knowledge filter kept none (scores in "
                          f"{os.path.join(out, 'knowledge_scores.jsonl')}); lower knowledge.threshold, "
                          "ask another way (knowledge.kind) or turn the filter off")
-    t0 = time.perf_counter()
-    composed, per_domain = compose_samples(data, entities, log, progress)
-    report["files"]["composed"] = write_samples(out, COMPOSED, composed)
-    _timed(report, "compose", len(composed), t0, samples=len(composed), categories_per_domain=per_domain)
+    report["files"]["composed"] = built["files"]["samples"]
+    report["stages"]["compose"] = {
+        "seconds": round(metrics["time/compose_s"], 3),
+        "samples_per_s": round(metrics["throughput/compose_samples_per_s"], 3),
+        "samples": counts["samples"], "categories_per_domain": counts["categories"]}
 
     sft_rows, rl_rows = split_sets(composed, cfg.rl_share)
     if cfg.teacher.enabled and sft_rows:
@@ -136,8 +139,8 @@ def run_data_engine(cfg: DataEngineConfig, progress: bool = True) -> dict:
         report["files"]["rl"] = write_jsonl(os.path.join(out, "kvg_rl.jsonl"), rl)
         _timed(report, "difficulty", len(rl_rows), t0, **stats)
 
-    report["skipped"] = log.by_reason()
-    report["files"]["skipped"] = write_skipped(out, log.skipped)
+    report["skipped"] = built["skipped"]
+    report["files"]["skipped"] = built["files"]["skipped"]
     with open(os.path.join(out, "report.json"), "w") as fh:
         json.dump(report, fh, indent=2)
     with open(os.path.join(out, "report.md"), "w") as fh:

@@ -132,7 +132,7 @@ def test_keep_decides_which_categories_are_composed(tmp_path):
     tree = image_folder(str(tmp_path / "cars"), {f"car{i}": [c, c] for i, c in enumerate(colours)})
     sources = [EngineSourceConfig(kind="image_folder", path=tree, domain="car")]
     result = build_samples(_config(tmp_path / "out", sources, max_entities=3), progress=False,
-                           keep=lambda domain, category: category != "car2")
+                           keep=lambda cats: [c for c in cats if c != ("car", "car2")])
     assert result["counts"]["entities"] == 8 and result["counts"]["entities_kept"] == 6
     assert result["counts"]["categories"] == {"car": 3} and result["counts"]["samples"] == 10
     rows = [json.loads(line) for line in open(result["files"]["samples"])]

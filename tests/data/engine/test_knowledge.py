@@ -7,11 +7,11 @@ import pytest
 
 from dprl.config import load_config
 from dprl.config.data_engine import KnowledgeFilterConfig
-from dprl.data.engine.knowledge import Category, knowledge_scores, summary
+from dprl.data.engine.knowledge import SourceCategory, knowledge_scores, summary
 from dprl.data.prompts import hide_name
 from stub_engine import stub_asker
 
-CATS = [Category("bird", n) for n in ("kalo", "miru", "zeta", "vonk")] + [Category("car", "tamo"), Category("car", "peli")]
+CATS = [SourceCategory("bird", n) for n in ("kalo", "miru", "zeta", "vonk")] + [SourceCategory("car", "tamo"), SourceCategory("car", "peli")]
 LOOKS = {"kalo": "red with a black head", "miru": "blue", "zeta": "green", "vonk": "pink",
          "tamo": "white roof", "peli": "long bonnet"}
 KNOWN = {"kalo", "zeta", "tamo"}
@@ -88,7 +88,7 @@ def test_choice_uses_the_given_descriptions(tmp_path):
     assert {r["entity"] for r in rows if r["known"]} == KNOWN
     cfg_missing = load_config(KnowledgeFilterConfig, None, ["kind=choice", f"knowledge_path={path}"])
     with pytest.raises(ValueError, match=r"no row for 'nemo'"):
-        knowledge_scores(asker, CATS + [Category("car", "nemo")], cfg_missing)
+        knowledge_scores(asker, CATS + [SourceCategory("car", "nemo")], cfg_missing)
 
 
 def test_hide_name_hides_the_name_and_its_article():
